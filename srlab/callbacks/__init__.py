@@ -1,0 +1,1 @@
+"""Lightning callbacks used by srlab runs."""

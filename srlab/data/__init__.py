@@ -1,0 +1,1 @@
+"""Data: MATLAB-exact bicubic degradation, image IO, datasets and LightningDataModules."""

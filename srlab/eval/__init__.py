@@ -1,0 +1,1 @@
+"""Evaluation: benchmark matrix, paper tables, tiled / self-ensemble inference, figures."""

@@ -1,0 +1,1 @@
+"""Super-resolution networks: HDSRNet (and its Table I variants) and the baselines."""

@@ -1,0 +1,1 @@
+"""The LightningModule that trains and validates any srlab model."""
