@@ -1,0 +1,135 @@
+"""Datasets shared by every data module: random paired training patches and whole-image eval sets."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import albumentations as A
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+
+@dataclass
+class ImagePair:
+    """One LR/HR pair as uint8 arrays (HxWx3, or HxW for a grey file)."""
+
+    name: str
+    lr: np.ndarray
+    hr: np.ndarray
+
+    @property
+    def grey(self) -> bool:
+        return self.hr.ndim == 2
+
+
+def to_tensor(img: np.ndarray) -> torch.Tensor:
+    """uint8 HxW(xC) -> float32 (3, H, W) in [0, 255]; a grey image is repeated on three channels."""
+    if img.ndim == 2:
+        img = np.repeat(img[:, :, None], 3, axis=2)
+    return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()
+
+
+def check_patch_size(patch_size: int, scale: int) -> int:
+    """The HR patch must be a multiple of the scale so the LR patch is whole."""
+    if patch_size % scale:
+        lower, upper = patch_size - patch_size % scale, patch_size - patch_size % scale + scale
+        raise ValueError(
+            f"patch_size={patch_size} (HR) is not divisible by scale={scale}; use {lower} or {upper}"
+        )
+    return patch_size // scale
+
+
+def check_pair_sizes(pair: ImagePair, scale: int) -> None:
+    lh, lw = pair.lr.shape[:2]
+    hh, hw = pair.hr.shape[:2]
+    if (hh, hw) != (lh * scale, lw * scale):
+        raise ValueError(
+            f"{pair.name}: LR {lw}x{lh} and HR {hw}x{hh} do not match at x{scale} "
+            f"(HR must be exactly {lw * scale}x{lh * scale} after mod-crop)"
+        )
+
+
+# Flips and 90° rotations, applied with the same random parameters to LR and HR.
+# Shape checks are off because LR and HR differ in size by design; these
+# transforms are size-independent.
+def paired_augmentation() -> A.Compose:
+    return A.Compose(
+        [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=1.0)],
+        additional_targets={"hr": "image"},
+        is_check_shapes=False,
+    )
+
+
+class PatchDataset(Dataset):
+    """Random aligned LR/HR crops; `samples_per_epoch` fixes the epoch length (EDSR's `repeat`)."""
+
+    def __init__(
+        self,
+        pairs: Sequence[ImagePair],
+        scale: int,
+        patch_size: int,
+        samples_per_epoch: int,
+        augment: bool = True,
+    ):
+        if len(pairs) == 0:
+            raise ValueError("PatchDataset needs at least one training image")
+        self.lr_patch = check_patch_size(patch_size, scale)
+        self.pairs = pairs
+        self.scale = scale
+        self.patch_size = patch_size
+        self.samples_per_epoch = int(samples_per_epoch)
+        self.augment = paired_augmentation() if augment else None
+        for pair in pairs:
+            check_pair_sizes(pair, scale)
+            if min(pair.lr.shape[:2]) < self.lr_patch:
+                raise ValueError(
+                    f"{pair.name}: LR size {pair.lr.shape[1]}x{pair.lr.shape[0]} is smaller than the LR patch "
+                    f"{self.lr_patch} (patch_size={patch_size} at x{scale}); lower patch_size or drop the image"
+                )
+
+    def __len__(self) -> int:
+        return self.samples_per_epoch
+
+    def crop(self, pair: ImagePair, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        h, w = pair.lr.shape[:2]
+        y, x = int(rng.integers(0, h - self.lr_patch + 1)), int(rng.integers(0, w - self.lr_patch + 1))
+        s, p = self.scale, self.lr_patch
+        return pair.lr[y : y + p, x : x + p], pair.hr[y * s : (y + p) * s, x * s : (x + p) * s]
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        pair = self.pairs[index % len(self.pairs)]
+        # Torch seeds each worker (and Lightning's seed_everything seeds torch), so draw from torch's RNG.
+        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+        lr, hr = self.crop(pair, rng)
+        if self.augment is not None:
+            out = self.augment(image=np.ascontiguousarray(lr), hr=np.ascontiguousarray(hr))
+            lr, hr = out["image"], out["hr"]
+        return {"lr": to_tensor(lr), "hr": to_tensor(hr)}
+
+
+class EvalDataset(Dataset):
+    """Whole images of one benchmark set; `grey` marks files stored with one channel."""
+
+    def __init__(self, name: str, pairs: Sequence[ImagePair], scale: int):
+        if len(pairs) == 0:
+            raise ValueError(f"evaluation set {name!r} has no images")
+        for pair in pairs:
+            check_pair_sizes(pair, scale)
+        self.name = name
+        self.pairs = pairs
+        self.scale = scale
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> dict:
+        pair = self.pairs[index]
+        return {
+            "lr": to_tensor(pair.lr),
+            "hr": to_tensor(pair.hr),
+            "grey": pair.grey,
+            "name": pair.name,
+            "index": index,
+        }

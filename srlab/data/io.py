@@ -1,0 +1,85 @@
+"""Reading and writing images as uint8 RGB (or single-channel grey) arrays, with errors that name the file.
+
+Documented conversions: RGBA/LA drop alpha; 16-bit is scaled to 8-bit
+(round(v / 257)); palette images are expanded by the decoder. A file stored with
+one grey channel stays 2-D, because the metric scores it on that channel.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
+
+
+class ImageReadError(ValueError):
+    """A file that cannot be used as an image; the message names the file and the reason."""
+
+
+def read_image(path: str | os.PathLike) -> np.ndarray:
+    """uint8 HxWx3 RGB, or HxW for a grey file."""
+    path = Path(path)
+    if not path.is_file():
+        raise ImageReadError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageReadError(f"{path}: the file is empty (0 bytes)")
+    data = np.fromfile(path, dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
+    if img is None:
+        raise ImageReadError(f"{path}: not a readable image (truncated, corrupt or not an image format)")
+    if img.dtype == np.uint16:
+        img = np.round(img.astype(np.float64) / 257.0).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise ImageReadError(f"{path}: unsupported pixel type {img.dtype} (expected 8- or 16-bit)")
+    if img.ndim == 3:
+        channels = img.shape[2]
+        if channels == 1:
+            img = img[:, :, 0]
+        elif channels == 2:  # grey + alpha
+            img = img[:, :, 0]
+        elif channels == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        elif channels == 4:
+            img = cv2.cvtColor(img, cv2.COLOR_BGRA2RGB)
+        else:
+            raise ImageReadError(f"{path}: unsupported channel count {channels}")
+    return np.ascontiguousarray(img)
+
+
+def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
+    """Write a uint8 RGB/grey array as PNG (or the suffix's format) atomically: temp file, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if img.dtype != np.uint8:
+        raise ValueError(f"{path}: write_image expects uint8, got {img.dtype}")
+    bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
+    ok, encoded = cv2.imencode(path.suffix or ".png", bgr)
+    if not ok:
+        raise OSError(f"{path}: could not encode the image")
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_bytes(encoded.tobytes())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def list_images(folder: str | os.PathLike) -> list[Path]:
+    """Image files of a folder, sorted by name; a missing or image-less folder is an error naming it."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: image folder does not exist")
+    files = sorted(p for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+    if not files:
+        raise FileNotFoundError(f"{folder}: no image files ({', '.join(IMAGE_SUFFIXES)}) in this folder")
+    return files
+
+
+def tensor_to_uint8(img) -> np.ndarray:
+    """(3, H, W) float tensor in [0, 255] -> HxWx3 uint8 (clamped and rounded, as it is scored)."""
+    arr = img.detach().float().clamp(0, 255).round().to("cpu").numpy().astype(np.uint8)
+    return np.ascontiguousarray(arr.transpose(1, 2, 0))

@@ -1,0 +1,105 @@
+"""SRModule: the LightningModule that trains and validates any srlab model built from config.
+
+The model, optimizer and scheduler arrive as Hydra configs and are instantiated
+here, so a checkpoint holds everything `SRModule.load_from_checkpoint` needs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import hydra
+import lightning as L
+import torch
+import torch.nn.functional as F
+from omegaconf import DictConfig, OmegaConf
+from torch import nn
+
+from srlab.metrics.sr_metrics import SRMetrics
+
+LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
+
+
+def build_model(model_cfg: DictConfig | dict) -> nn.Module:
+    return hydra.utils.instantiate(model_cfg)
+
+
+class SRModule(L.LightningModule):
+    """L1 training; per-dataset PSNR/SSIM on Y (shave = scale) logged as `val/<Dataset>/psnr|ssim`.
+
+    `val/psnr` and `val/ssim` repeat the first validation set's scores: the metric that
+    checkpointing and sweeps optimise.
+    """
+
+    def __init__(
+        self,
+        model: DictConfig | dict,
+        optimizer: DictConfig | dict,
+        scheduler: DictConfig | dict | None = None,
+        scheduler_interval: str = "step",
+        loss: str = "l1",
+    ):
+        super().__init__()
+        if loss not in LOSSES:
+            raise ValueError(f"unknown loss {loss!r}; valid names: {', '.join(LOSSES)}")
+        model, optimizer, scheduler = (
+            OmegaConf.to_container(c, resolve=True) if isinstance(c, DictConfig) else c
+            for c in (model, optimizer, scheduler)
+        )
+        self.save_hyperparameters()
+        self.model = build_model(model)
+        self.scale = int(getattr(self.model, "scale", model.get("scale")))
+        self.loss_fn = LOSSES[loss]
+        self.val_names: list[str] = []
+        self.val_metrics = nn.ModuleList()
+
+    def forward(self, lr: torch.Tensor) -> torch.Tensor:
+        return self.model(lr)
+
+    # -- training ---------------------------------------------------------------------------
+    def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
+        sr = self.model(batch["lr"])
+        loss = self.loss_fn(sr, batch["hr"])
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["lr"].shape[0])
+        return loss
+
+    def configure_optimizers(self) -> Any:
+        optimizer = hydra.utils.instantiate(self.hparams.optimizer, params=self.parameters())
+        if not self.hparams.scheduler:
+            return optimizer
+        scheduler = hydra.utils.instantiate(self.hparams.scheduler, optimizer=optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}}
+
+    # -- validation / test ---------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        datamodule = getattr(self.trainer, "datamodule", None)
+        names = list(getattr(datamodule, "eval_names", []) or [])
+        if names and names != self.val_names:
+            self.val_names = names
+            self.val_metrics = nn.ModuleList(SRMetrics(self.scale) for _ in names).to(self.device)
+
+    def _eval_step(self, batch: dict, dataloader_idx: int) -> torch.Tensor:
+        sr = self.model(batch["lr"])
+        self.val_metrics[dataloader_idx].update(sr, batch["hr"], batch["grey"])
+        return sr
+
+    def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        return self._eval_step(batch, dataloader_idx)
+
+    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
+        return self._eval_step(batch, dataloader_idx)
+
+    def _log_eval(self, prefix: str) -> None:
+        for i, (name, metric) in enumerate(zip(self.val_names, self.val_metrics)):
+            scores = metric.compute()  # reduced across ranks by torchmetrics (sums, so exact)
+            for key, value in scores.items():
+                self.log(f"{prefix}/{name}/{key}", value.float(), sync_dist=False, add_dataloader_idx=False)
+                if i == 0:
+                    self.log(f"{prefix}/{key}", value.float(), prog_bar=True, sync_dist=False, add_dataloader_idx=False)
+            metric.reset()
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_eval("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_eval("test")
