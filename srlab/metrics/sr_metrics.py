@@ -18,8 +18,8 @@ Y_WEIGHTS = (65.481, 128.553, 24.966)  # ITU-R BT.601 for inputs in 0..255, outp
 
 
 def quantize(img: torch.Tensor) -> torch.Tensor:
-    """What is saved as a PNG: clamp to [0, 255] and round to integers."""
-    return img.clamp(0, 255).round()
+    """What is saved as a PNG: clamp to [0, 255], round halves up (MATLAB's uint8 cast; torch.round is half-to-even)."""
+    return img.clamp(0, 255).add(0.5).floor()
 
 
 def to_luma(img: torch.Tensor, grey: torch.Tensor | Sequence[bool] | bool = False) -> torch.Tensor:

@@ -1,0 +1,24 @@
+"""Shared fixtures: where ../shared lives, and a small thread budget so tests behave on 2 cores."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared"
+BENCHMARK_ROOT = SHARED / "data" / "benchmark"
+
+
+@pytest.fixture
+def benchmark_root() -> Path:
+    if not (BENCHMARK_ROOT / "Set5" / "HR").is_dir():
+        pytest.skip(f"benchmark images not found at {BENCHMARK_ROOT} (../shared is absent)")
+    return BENCHMARK_ROOT
+
+
+@pytest.fixture(autouse=True)
+def _seed():
+    torch.manual_seed(0)

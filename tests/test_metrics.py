@@ -1,0 +1,79 @@
+"""The scoring protocol (DESIGN.md §3): known values and the paper's Bicubic rows on Set5."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from srlab.data.datasets import to_tensor
+from srlab.data.imresize import bicubic_upscale, modcrop
+from srlab.data.io import read_image
+from srlab.metrics.sr_metrics import SRMetrics, psnr_ssim_per_image, quantize, to_luma
+
+PAPER_BICUBIC_SET5 = {2: (33.66, 0.9299), 3: (30.39, 0.8682), 4: (28.42, 0.8104)}
+
+
+def test_luma_matches_bt601_formula():
+    rgb = torch.tensor([[[[255.0]], [[0.0]], [[0.0]]], [[[10.0]], [[20.0]], [[30.0]]]])
+    y = to_luma(rgb).flatten().tolist()
+    assert y[0] == pytest.approx(65.481 + 16)
+    assert y[1] == pytest.approx((65.481 * 10 + 128.553 * 20 + 24.966 * 30) / 255 + 16)
+
+
+def test_grey_images_are_scored_on_their_own_channel():
+    grey = torch.full((1, 3, 4, 4), 100.0)
+    assert to_luma(grey, grey=True).unique().item() == pytest.approx(100.0)
+    assert to_luma(grey, grey=False).unique().item() == pytest.approx(219 / 255 * 100 + 16)
+
+
+def test_psnr_of_a_known_error_and_quantisation():
+    hr = torch.full((1, 3, 20, 20), 100.0)
+    sr = hr.clone()
+    sr[..., 2:-2, 2:-2] += 10.4  # rounds to +10 before scoring
+    psnr, ssim = psnr_ssim_per_image(sr, hr, scale=2)
+    dy = 10 * 219 / 255  # a grey step of 10 moves Y by 10*219/255
+    assert psnr.item() == pytest.approx(10 * math.log10(255**2 / dy**2), abs=1e-5)
+    assert 0 < ssim.item() < 1
+    assert torch.equal(quantize(torch.tensor([-3.0, 2.5, 300.0])), torch.tensor([0.0, 3.0, 255.0]))
+
+
+def test_identical_images_score_ssim_one_and_border_is_shaved():
+    hr = torch.rand(2, 3, 30, 30) * 255
+    hr = hr.round()
+    sr = hr.clone()
+    sr[..., :3, :] = 0  # damage only inside the x3 border
+    psnr, ssim = psnr_ssim_per_image(sr, hr, scale=3)
+    assert torch.isinf(psnr).all()
+    assert ssim.tolist() == pytest.approx([1.0, 1.0])
+
+
+def test_metric_averages_per_image_not_pooled():
+    metric = SRMetrics(scale=2)
+    hr = torch.full((2, 3, 16, 16), 128.0)
+    sr = hr.clone()
+    sr[0] += 1.0
+    sr[1] += 8.0
+    metric.update(sr[:1], hr[:1])
+    metric.update(sr[1:], hr[1:])
+    per_image, _ = psnr_ssim_per_image(sr, hr, scale=2)
+    assert metric.compute()["psnr"].item() == pytest.approx(per_image.mean().item())
+    pooled_mse = ((to_luma(sr) - to_luma(hr)) ** 2).mean().item()
+    assert metric.compute()["psnr"].item() != pytest.approx(10 * math.log10(255**2 / pooled_mse))
+
+
+@pytest.mark.parametrize("scale", [2, 3, 4])
+def test_bicubic_set5_matches_paper_row(benchmark_root, scale):
+    psnrs, ssims = [], []
+    for hr_path in sorted((benchmark_root / "Set5" / "HR").glob("*.png")):
+        hr = modcrop(read_image(hr_path), scale)
+        lr = read_image(benchmark_root / "Set5" / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png")
+        sr = bicubic_upscale(lr, scale)
+        psnr, ssim = psnr_ssim_per_image(to_tensor(sr)[None], to_tensor(hr)[None], scale)
+        psnrs.append(psnr.item())
+        ssims.append(ssim.item())
+    paper_psnr, paper_ssim = PAPER_BICUBIC_SET5[scale]
+    assert np.mean(psnrs) == pytest.approx(paper_psnr, abs=0.03)
+    assert np.mean(ssims) == pytest.approx(paper_ssim, abs=0.0015)
