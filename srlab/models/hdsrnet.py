@@ -179,6 +179,13 @@ class HDSRNet(nn.Module):
             features = features * self.lower(x)  # Eq. 1: element-wise product fusion
         return self.add_mean(self.construct(features))
 
+    @classmethod
+    def from_reference_checkpoint(cls, path_or_state_dict, scale: int, variant: str = "full", **kwargs) -> HDSRNet:
+        """The authors' released weights (`HDSRNet_x4.pt`, ...) as an srlab model; see srlab.models.reference."""
+        from srlab.models.reference import from_reference_checkpoint  # lazy: reference.py imports this module
+
+        return from_reference_checkpoint(path_or_state_dict, scale, variant, **kwargs)
+
     def dynamic_convs(self) -> list[DynamicConv2d]:
         return [m for m in self.modules() if isinstance(m, DynamicConv2d)]
 
