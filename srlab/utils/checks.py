@@ -1,0 +1,222 @@
+"""Fail-fast checks of a composed run config, before any data is read or any step is taken.
+
+`validate_config(cfg)` raises `ConfigError` with one line naming the key and
+its value for the mistakes a user can make on the command line:
+
+- a `_target_` that cannot be imported (model, data, optimiser, scheduler,
+  callbacks, loggers); for the model, the model configs to choose from;
+- a model that refuses its arguments: unknown variant (the model lists the
+  valid ones), a scale it does not support, an unknown argument. The model
+  is built on the ``meta`` device, so its own checks run and no memory or
+  time is spent on weights;
+- `data.scale` different from `model.scale`; an HR `data.patch_size` that is
+  not a multiple of the scale; `data.batch_size` or `data.steps_per_epoch` below 1;
+- a batch larger than the data: a training epoch is `steps_per_epoch` full
+  batches of random crops per rank, drawn with repetition from the images
+  (EDSR's repeat), so a batch can only outgrow the data when it or the epoch
+  is empty (values below 1, caught above); whole-image evaluation runs one
+  image at a time; images smaller than the patch are reported by the data
+  modules when they load (naming the file);
+- the data module refusing its arguments (unknown benchmark set names, bad
+  DIV2K `data_range`, ...), through its own constructor, which reads no files;
+- an unknown `module.loss`;
+- `ckpt_path` that does not exist, `ckpt_path=last` without a usable
+  `resume_dir`, a file that is not an srlab checkpoint, or a checkpoint of
+  another model, variant or scale (the mismatching `model.*` keys are named).
+
+Hydra reports unknown config groups/options and override typos itself,
+naming the key, before this function runs.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import hydra
+import torch
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import DictConfig, OmegaConf
+
+from srlab.data.datasets import check_patch_size
+from srlab.module.sr_module import LOSSES, build_model
+
+# Lightning's own ckpt_path keywords, resolved by the Trainer (not files).
+LIGHTNING_CKPT_KEYWORDS = ("best", "hpc", "registry")
+
+
+class ConfigError(ValueError):
+    """A run config that cannot work; the one-line message names the key, the value and the fix."""
+
+
+def validate_config(cfg: DictConfig) -> None:
+    """Raise `ConfigError` for the first mistake found (module docstring); return quietly otherwise."""
+    check_targets(cfg)
+    check_model(cfg)
+    check_data(cfg)
+    check_module(cfg)
+    check_checkpoint(cfg)
+
+
+def _container(node: Any) -> Any:
+    return OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node
+
+
+def _cause(err: BaseException) -> BaseException:
+    """Hydra wraps a constructor's exception in InstantiationException; the original says what is wrong."""
+    while isinstance(err, hydra.errors.InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    return err
+
+
+def _one_line(err: BaseException) -> str:
+    text = " ".join(str(err).split())
+    return text or type(err).__name__
+
+
+def _group_options(group: str) -> list[str]:
+    """Config names of a Hydra group (e.g. model -> bicubic, hdsrnet, ...), when Hydra is initialised."""
+    if not GlobalHydra.instance().is_initialized():
+        return []
+    return sorted(GlobalHydra.instance().config_loader().get_group_options(group))
+
+
+def _iter_targets(node: Any, key: str):
+    """(dotted key, _target_) of every config node under `node` that names a target."""
+    if isinstance(node, dict):
+        if isinstance(node.get("_target_"), str):
+            yield f"{key}._target_", node["_target_"]
+        for name, child in node.items():
+            if name != "_target_":
+                yield from _iter_targets(child, f"{key}.{name}")
+    elif isinstance(node, list):
+        for i, child in enumerate(node):
+            yield from _iter_targets(child, f"{key}[{i}]")
+
+
+def check_targets(cfg: DictConfig) -> None:
+    for group in ("model", "data", "module", "callbacks", "logger"):
+        node = cfg.get(group)
+        if node is None:
+            continue
+        # Unresolved: targets are literal, and other values may need a live Hydra run to resolve.
+        for key, target in _iter_targets(OmegaConf.to_container(node, resolve=False), group):
+            try:
+                hydra.utils.get_object(target)
+            except Exception as err:  # ImportError, AttributeError, Hydra's wrapped variants
+                hint = ""
+                if key == "model._target_" and _group_options("model"):
+                    hint = f"; model configs: {', '.join(_group_options('model'))} (choose with model=<name>)"
+                raise ConfigError(f"{key}={target!r} cannot be imported ({_one_line(_cause(err))}){hint}") from err
+
+
+def _scale(cfg: DictConfig) -> int:
+    scale = cfg.model.get("scale")
+    if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
+        raise ConfigError(f"model.scale={scale!r} must be an integer upscaling factor of at least 2 (2, 3 or 4)")
+    return scale
+
+
+def check_model(cfg: DictConfig) -> None:
+    model_cfg = _container(cfg.model)
+    _scale(cfg)
+    try:
+        with torch.device("meta"):  # the model's own checks run; no weights are allocated or initialised
+            build_model(model_cfg)
+    except Exception as err:
+        raise ConfigError(f"model ({model_cfg['_target_']}): {_one_line(_cause(err))}") from err
+
+
+def check_data(cfg: DictConfig) -> None:
+    data = cfg.get("data")
+    if data is None:
+        return
+    scale = _scale(cfg)
+    if data.get("scale") is not None and data.scale != scale:
+        raise ConfigError(
+            f"data.scale={data.scale} but model.scale={scale}; they must match "
+            "(data.scale defaults to ${model.scale})"
+        )
+    for key in ("batch_size", "steps_per_epoch"):
+        value = data.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+            raise ConfigError(f"data.{key}={value!r} must be an integer of at least 1")
+    if data.get("patch_size") is not None:
+        try:
+            check_patch_size(data.patch_size, scale)
+        except ValueError as err:
+            raise ConfigError(f"data.{err}") from err
+    try:
+        hydra.utils.instantiate(data)  # constructors check names and ranges; none reads a file
+    except Exception as err:
+        raise ConfigError(f"data ({data.get('_target_')}): {_one_line(_cause(err))}") from err
+
+
+def check_module(cfg: DictConfig) -> None:
+    module = cfg.get("module")
+    if module is not None and module.get("loss") is not None and module.loss not in LOSSES:
+        raise ConfigError(f"module.loss={module.loss!r} is unknown; valid names: {', '.join(LOSSES)}")
+
+
+def resolve_ckpt_path(cfg: DictConfig) -> Path | None:
+    """The checkpoint file a run resumes from: `ckpt_path`, or `<resume_dir>/checkpoints/last.ckpt` for `last`."""
+    ckpt_path = cfg.get("ckpt_path")
+    if ckpt_path is None or ckpt_path in LIGHTNING_CKPT_KEYWORDS:
+        return None
+    if ckpt_path == "last":
+        resume_dir = cfg.get("resume_dir")
+        if not resume_dir:
+            raise ConfigError(
+                "ckpt_path=last needs resume_dir=<the run folder to continue> (its checkpoints/last.ckpt is loaded)"
+            )
+        if not Path(resume_dir).is_dir():
+            raise ConfigError(f"resume_dir={resume_dir}: no such folder (ckpt_path=last resumes from it)")
+        return Path(resume_dir) / "checkpoints" / "last.ckpt"
+    return Path(ckpt_path)
+
+
+def _model_mismatch(saved: dict, wanted: dict) -> list[str]:
+    if saved.get("_target_") != wanted.get("_target_"):
+        return [f"model._target_={saved.get('_target_')} in the checkpoint vs {wanted.get('_target_')} here"]
+
+    def same(a: Any, b: Any) -> bool:
+        if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
+            return list(a) == list(b)
+        return a == b
+
+    # Keys only one side has (added or dropped in another version) say nothing about compatibility.
+    return [
+        f"model.{key}={saved[key]!r} in the checkpoint vs {wanted[key]!r} here"
+        for key in saved
+        if key in wanted and not key.startswith("_") and not same(saved[key], wanted[key])
+    ]
+
+
+def load_checkpoint_hparams(path: Path) -> dict:
+    """`hyper_parameters` of a Lightning checkpoint; memory-mapped, so the weights are not read."""
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+    except Exception as err:
+        raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({_one_line(err)})") from err
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("hyper_parameters"), dict):
+        raise ConfigError(f"ckpt_path={path}: not a Lightning checkpoint of srlab's SRModule (no hyper_parameters)")
+    return checkpoint["hyper_parameters"]
+
+
+def check_checkpoint(cfg: DictConfig) -> None:
+    path = resolve_ckpt_path(cfg)
+    if path is None:
+        return
+    key = "ckpt_path" if cfg.get("ckpt_path") != "last" else "resume_dir"
+    if path.is_dir():
+        raise ConfigError(f"{key}={cfg.get(key)}: {path} is a folder; give the .ckpt file (e.g. checkpoints/last.ckpt)")
+    if not path.is_file():
+        raise ConfigError(f"{key}={cfg.get(key)}: no such checkpoint file {path}")
+    saved = load_checkpoint_hparams(path).get("model")
+    if not isinstance(saved, dict):
+        raise ConfigError(f"ckpt_path={path}: not a checkpoint of srlab's SRModule (no hyper_parameters.model)")
+    mismatches = _model_mismatch(saved, _container(cfg.model))
+    if mismatches:
+        raise ConfigError(
+            f"ckpt_path={path} is for another model: {'; '.join(mismatches)} (override model.* to match it)"
+        )
