@@ -1,5 +1,8 @@
-"""Lightning callbacks used by srlab runs."""
+"""Lightning callbacks used by srlab runs (and the Hydra sweep-summary callback)."""
 
 from srlab.callbacks.images import ComparisonImages
+from srlab.callbacks.interrupt import InterruptCheckpoint
+from srlab.callbacks.metrics_file import MetricsFile
+from srlab.callbacks.sweep_summary import SweepSummary
 
-__all__ = ["ComparisonImages"]
+__all__ = ["ComparisonImages", "InterruptCheckpoint", "MetricsFile", "SweepSummary"]

@@ -9,10 +9,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import lightning as L
+import torch
 from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
 from torch.utils.data import DataLoader
 
 from srlab.data.datasets import EvalDataset, ImagePair, PatchDataset, check_patch_size
+from srlab.data.sampler import StepSampler
 
 
 def collate_eval(batch: list[dict]) -> dict:
@@ -68,17 +70,30 @@ class SRDataModule(L.LightningDataModule):
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit") and self.train_set is None:
             pairs = self.load_train_pairs()
+            # torch's seed is `seed` from the config (seed_everything), the same on every rank.
             self.train_set = PatchDataset(
-                pairs, self.scale, self.patch_size, self.steps_per_epoch * self.batch_size, self.augment
+                pairs, self.scale, self.patch_size, self.steps_per_epoch * self.batch_size, self.augment,
+                seed=torch.initial_seed(),
             )
         if not self.eval_sets:
             self.eval_sets = [EvalDataset(name, pairs, self.scale) for name, pairs in self.load_eval_sets().items()]
 
     def train_dataloader(self) -> DataLoader:
+        trainer = self.trainer
+        # Batches are indexed by optimiser step (see srlab.data.sampler): an epoch is steps_per_epoch
+        # steps on any number of ranks, and a resumed run continues at the restored global step.
+        sampler = StepSampler(
+            self.train_set,
+            self.batch_size,
+            self.steps_per_epoch,
+            num_replicas=trainer.world_size if trainer is not None else 1,
+            rank=trainer.global_rank if trainer is not None else 0,
+            start_step=lambda: trainer.global_step if trainer is not None else 0,
+        )
         return DataLoader(
             self.train_set,
             batch_size=self.batch_size,
-            shuffle=True,
+            sampler=sampler,
             drop_last=True,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,

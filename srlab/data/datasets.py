@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -72,6 +73,7 @@ class PatchDataset(Dataset):
         patch_size: int,
         samples_per_epoch: int,
         augment: bool = True,
+        seed: int = 0,
     ):
         if len(pairs) == 0:
             raise ValueError("PatchDataset needs at least one training image")
@@ -81,6 +83,8 @@ class PatchDataset(Dataset):
         self.patch_size = patch_size
         self.samples_per_epoch = int(samples_per_epoch)
         self.augment = paired_augmentation() if augment else None
+        self.seed = int(seed)
+        self._pass_order: tuple[int, np.ndarray] | None = None
         for pair in pairs:
             check_pair_sizes(pair, scale)
             if min(pair.lr.shape[:2]) < self.lr_patch:
@@ -98,12 +102,24 @@ class PatchDataset(Dataset):
         s, p = self.scale, self.lr_patch
         return pair.lr[y : y + p, x : x + p], pair.hr[y * s : (y + p) * s, x * s : (x + p) * s]
 
+    def image_index(self, index: int) -> int:
+        """Sample ids walk through the images in passes, each pass a fresh seeded permutation (EDSR's shuffle)."""
+        n = len(self.pairs)
+        pass_number = index // n
+        if self._pass_order is None or self._pass_order[0] != pass_number:
+            self._pass_order = (pass_number, np.random.default_rng((self.seed, pass_number, n)).permutation(n))
+        return int(self._pass_order[1][index % n])
+
     def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        pair = self.pairs[index % len(self.pairs)]
-        # Torch seeds each worker (and Lightning's seed_everything seeds torch), so draw from torch's RNG.
-        rng = np.random.default_rng(int(torch.randint(0, 2**31 - 1, (1,)).item()))
+        # `index` is a global sample id (srlab.data.sampler.StepSampler): image, crop and flips depend on
+        # (seed, index) alone, so every worker, rank and resumed run draws the same patch for it.
+        pair = self.pairs[self.image_index(index)]
+        rng = np.random.default_rng((self.seed, index))
         lr, hr = self.crop(pair, rng)
         if self.augment is not None:
+            # Albumentations keeps its own RNG, which forked workers would copy (same flips in every
+            # worker) and seed_everything would not reach; drive it from this sample's generator.
+            self.augment.set_random_state(rng, random.Random(int(rng.integers(2**63))))
             out = self.augment(image=np.ascontiguousarray(lr), hr=np.ascontiguousarray(hr))
             lr, hr = out["image"], out["hr"]
         return {"lr": to_tensor(lr), "hr": to_tensor(hr)}

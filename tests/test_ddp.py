@@ -1,0 +1,87 @@
+"""DDP: 2 CPU processes (trainer=ddp_cpu) validate exactly like one, write once, and keep one folder per run."""
+
+from __future__ import annotations
+
+import lightning as L
+import pytest
+from hydra import compose, initialize_config_dir
+
+from srlab.data.sample import SAMPLE_VAL, SampleDataModule
+from srlab.data.sampler import StepSampler
+from srlab.module import SRModule
+from tests.train_runs import REPO, SMOKE, checkpoint, logged, read_csv, run_train
+
+# Three validation images on two ranks: rank 0 scores images 0 and 2, rank 1 image 1 (uneven shards).
+# coins.png is stored grey, so the grey scoring path is sharded too.
+VAL_IMAGES = [*SAMPLE_VAL, "coins.png"]
+
+
+def test_ranks_draw_disjoint_samples_and_keep_the_epoch_length():
+    dataset = list(range(8))
+    ranks = [StepSampler(dataset, batch_size=2, steps_per_epoch=4, num_replicas=2, rank=r) for r in (0, 1)]
+    ids = [list(s) for s in ranks]
+    assert ids[0] == [0, 1, 4, 5, 8, 9, 12, 13] and ids[1] == [2, 3, 6, 7, 10, 11, 14, 15]
+    assert all(len(s) == 8 for s in ranks)  # 4 steps of 2 per rank: an epoch is 4 steps on any number of ranks
+
+
+def test_ddp_config_documents_the_effective_batch():
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("train", overrides=["trainer=ddp", "trainer.devices=4", "data.batch_size=16"])
+    assert (cfg.trainer.strategy, cfg.trainer.accelerator, cfg.trainer.num_nodes) == ("ddp", "gpu", 1)
+    assert cfg.data.batch_size * cfg.trainer.devices * cfg.trainer.num_nodes == 64  # the paper's batch
+    text = (REPO / "configs" / "trainer" / "ddp.yaml").read_text()
+    assert "data.batch_size x trainer.devices x trainer.num_nodes" in text
+
+
+@pytest.mark.slow
+def test_two_process_ddp_multirun(tmp_path):
+    """One DDP job of a multirun: one folder, rank-0-only files, and the validation of one process."""
+    log_root = tmp_path / "logs"
+    run_train(
+        ["-m", "seed=3", "trainer=ddp_cpu", *SMOKE, f"paths.log_dir={log_root}", "trainer.limit_val_batches=1.0",
+         f"+data.val_images=[{','.join(VAL_IMAGES)}]"],
+        tmp_path, timeout=400,
+    )
+    # Only the sweep folder: ranks > 0 neither relaunched the sweep nor opened run folders of their own.
+    assert [p.name for p in log_root.iterdir()] == ["multirun"]
+    (sweep_dir,) = [p for p in log_root.glob("multirun/*/*") if p.is_dir()]
+    (job_dir,) = [p for p in sweep_dir.iterdir() if p.is_dir()]
+    assert job_dir.name.startswith("0_") and "seed=3" in job_dir.name
+    assert (job_dir / "train_ddp_process_1.log").is_file()  # rank 1 ran inside the job's folder
+
+    # An epoch is steps_per_epoch steps on any number of ranks (each rank drew its own batch per step).
+    saved = checkpoint(job_dir / "checkpoints" / "last.ckpt")
+    assert saved["global_step"] == 2
+    assert sorted(p.name for p in (job_dir / "checkpoints").iterdir()) == ["best-step2.ckpt", "last.ckpt"]
+    # ComparisonImages keeps images with index < 2: rank 1's shard holds image 1 (coffee), which
+    # would appear here had rank 1 written anything.
+    images = sorted(p.name for p in (job_dir / "images").rglob("*.png"))
+    assert images == ["Sample_chelsea.png"]
+
+    # The same weights validated by one process: same mean over the same three images.
+    datamodule = SampleDataModule(scale=2, patch_size=24, batch_size=2, steps_per_epoch=2, val_images=VAL_IMAGES)
+    module = SRModule.load_from_checkpoint(job_dir / "checkpoints" / "last.ckpt", map_location="cpu")
+    trainer = L.Trainer(accelerator="cpu", devices=1, logger=False, enable_progress_bar=False,
+                        enable_model_summary=False, enable_checkpointing=False)
+    (single,) = trainer.validate(module, datamodule=datamodule, verbose=False)
+    for key in ("val/psnr", "val/ssim", "val/Sample/psnr"):
+        (ddp_value,) = logged(job_dir, key).values()
+        assert ddp_value == pytest.approx(single[key], abs=1e-4), key
+
+    (row,) = read_csv(sweep_dir / "sweep_summary.csv")
+    assert (row["job"], row["seed"], row["trainer"], row["status"]) == ("0", "3", "ddp_cpu", "ok")
+    assert float(row["val/psnr"]) == pytest.approx(single["val/psnr"], abs=1e-4)
+
+
+@pytest.mark.slow
+def test_two_process_ddp_single_run_has_one_folder(tmp_path):
+    """A plain run under DDP: rank 1 reuses the parent's dated run folder instead of making its own."""
+    log_root = tmp_path / "logs"
+    run_train(["trainer=ddp_cpu", *SMOKE, f"paths.log_dir={log_root}"], tmp_path, timeout=400)
+    run_dirs = [p for p in log_root.glob("*/*") if p.is_dir()]
+    assert len(run_dirs) == 1, run_dirs
+    run_dir = run_dirs[0]
+    assert sorted(p.name for p in log_root.iterdir()) == [run_dir.parent.name]
+    assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "train_ddp_process_1.log").is_file()
+    assert checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2
+    assert (run_dir / "metrics.json").is_file()
