@@ -1,0 +1,262 @@
+"""The paper's tables beside srlab's numbers, rendered as Markdown, CSV and LaTeX.
+
+- :func:`benchmark_table`: Tables II-V in the paper's layout (every compared
+  method's paper numbers), then srlab's measured rows and the delta of the
+  measured HDSRNet to the paper's.
+- :func:`collect_table1` / :func:`table1`: Table I from a finished ablation
+  multirun folder (one job folder per variant, as `train.py -m` writes them).
+- :class:`Table` with :func:`to_markdown`, :func:`to_csv`, :func:`to_latex`
+  and :func:`save_table`: one table model, three renderers, atomic writes.
+
+Tables VI and VII are measured in :mod:`srlab.eval.complexity`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import math
+import os
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from srlab.eval.paper import SCALES, canonical_dataset, load_paper_tables, table1_rows
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Table",
+    "atomic_write_text",
+    "benchmark_table",
+    "collect_table1",
+    "save_table",
+    "table1",
+    "to_csv",
+    "to_latex",
+    "to_markdown",
+    "write_csv",
+]
+
+_DATASET_TABLE = {
+    "Set5": ("table2", "II"),
+    "Set14": ("table3", "III"),
+    "B100": ("table4", "IV"),
+    "Urban100": ("table5", "V"),
+}
+
+
+# -- files -------------------------------------------------------------------------------------
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """Write text to a temporary sibling, then rename: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    return path
+
+
+def write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: Sequence[str]) -> Path:
+    """Rows as CSV (None -> empty cell), written atomically."""
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fieldnames})
+    return atomic_write_text(path, buffer.getvalue())
+
+
+# -- the table model and its renderers ---------------------------------------------------------
+@dataclass
+class Table:
+    """A rendered table: `name` is the file stem (table2...), cells are already formatted strings."""
+
+    name: str
+    title: str
+    header: list[str]
+    rows: list[list[str]]
+    notes: list[str] = field(default_factory=list)
+
+
+def to_markdown(table: Table) -> str:
+    lines = [f"**{table.title}**", "", "| " + " | ".join(table.header) + " |",
+             "|" + "|".join("---" for _ in table.header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in table.rows]
+    if table.notes:
+        lines += [""] + [f"- {note}" for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def to_csv(table: Table) -> str:
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(table.header)
+    writer.writerows(table.rows)
+    return buffer.getvalue()
+
+
+_TEX_SPECIALS = {"\\": r"\textbackslash{}", "&": r"\&", "%": r"\%", "$": r"\$", "#": r"\#", "_": r"\_",
+                 "{": r"\{", "}": r"\}", "~": r"\textasciitilde{}", "^": r"\textasciicircum{}",
+                 "×": r"$\times$", "Δ": r"$\Delta$", "−": "$-$", "≈": r"$\approx$"}
+
+
+def _tex(text: str) -> str:
+    return "".join(_TEX_SPECIALS.get(ch, ch) for ch in text)
+
+
+def to_latex(table: Table) -> str:
+    """A `table` float with a booktabs `tabular` (needs \\usepackage{booktabs})."""
+    lines = [r"\begin{table}[t]", r"\centering", rf"\caption{{{_tex(table.title)}}}",
+             r"\begin{tabular}{" + "l" * len(table.header) + "}", r"\toprule",
+             " & ".join(_tex(h) for h in table.header) + r" \\", r"\midrule"]
+    lines += [" & ".join(_tex(c) for c in row) + r" \\" for row in table.rows]
+    lines += [r"\bottomrule", r"\end{tabular}", r"\end{table}"]
+    lines += [f"% {_tex(note)}" for note in table.notes]
+    return "\n".join(lines) + "\n"
+
+
+def save_table(table: Table, folder: str | os.PathLike) -> dict[str, Path]:
+    """<folder>/<name>.md, .csv and .tex."""
+    folder = Path(folder)
+    return {
+        "md": atomic_write_text(folder / f"{table.name}.md", to_markdown(table)),
+        "csv": atomic_write_text(folder / f"{table.name}.csv", to_csv(table)),
+        "tex": atomic_write_text(folder / f"{table.name}.tex", to_latex(table)),
+    }
+
+
+# -- Tables II-V ---------------------------------------------------------------------------
+def _cell(psnr: float | None, ssim: float | None) -> str:
+    return "-" if psnr is None or ssim is None else f"{psnr:.2f}/{ssim:.4f}"
+
+
+def _printed_method(row: dict) -> str:
+    if row.get("ours"):
+        return f"{row['method']} (Ours)"
+    return row["method"] if row.get("ref") is None else f"{row['method']} [{row['ref']}]"
+
+
+def _measured(results: Sequence[dict], model: str, dataset: str, scale: int) -> tuple[float, float] | None:
+    for r in results:
+        if r["model"] == model and canonical_dataset(r["dataset"]) == dataset and int(r["scale"]) == scale:
+            return float(r["psnr"]), float(r["ssim"])
+    return None
+
+
+def benchmark_table(dataset: str, results: Sequence[dict], model: str = "HDSRNet",
+                    scales: Sequence[int] = SCALES) -> Table:
+    """Table II/III/IV/V for `dataset`: the paper's rows, srlab's measured Bicubic and `model`, and the delta.
+
+    `results` are rows of results.csv (model, dataset, scale, psnr, ssim). The
+    delta row is measured `model` minus the paper's HDSRNet at each scale.
+    """
+    dataset = canonical_dataset(dataset)
+    key, roman = _DATASET_TABLE[dataset]
+    paper = load_paper_tables()[key]
+    scale_cols = [f"×{s}" for s in scales]
+    header = ["Dataset", "Methods", *scale_cols]
+    rows = [["", "", *["PSNR(dB)/SSIM"] * len(scales)]]
+    paper_hdsrnet: dict[int, tuple[float, float] | None] = {}
+    for row in paper["rows"]:
+        cells = []
+        for s in scales:
+            value = row.get(f"x{s}")
+            cells.append(_cell(value["psnr"], value["ssim"]) if value else "-")
+            if row.get("ours"):
+                paper_hdsrnet[s] = (value["psnr"], value["ssim"]) if value else None
+        rows.append([paper["dataset_printed"] if len(rows) == 1 else "", _printed_method(row), *cells])
+    for label in dict.fromkeys(["Bicubic", model]):
+        measured = [_measured(results, label, dataset, s) for s in scales]
+        rows.append(["", f"{label} (srlab, measured)", *[_cell(*(m or (None, None))) for m in measured]])
+    deltas = []
+    for s in scales:
+        measured, reference = _measured(results, model, dataset, s), paper_hdsrnet.get(s)
+        if measured is None or reference is None:
+            deltas.append("-")
+        else:
+            deltas.append(f"{measured[0] - reference[0]:+.2f}/{measured[1] - reference[1]:+.4f}")
+    rows.append(["", f"Δ {model} (srlab) − HDSRNet (paper)", *deltas])
+    notes = [f"Paper rows: Tian et al. 2024, Table {roman}. srlab rows: this run, Y channel, shave = scale, "
+             "MATLAB-bicubic LR (DESIGN.md §3)."]
+    return Table(key, f"TABLE {roman}: {paper['caption']}", header, rows, notes)
+
+
+# -- Table I -----------------------------------------------------------------------------------
+def _best_scores(metrics_csv: Path) -> tuple[float, float, int]:
+    """(best val/psnr, val/ssim on the same row, step) from a Lightning CSVLogger metrics.csv."""
+    best = None
+    with open(metrics_csv, newline="") as f:
+        for row in csv.DictReader(f):
+            psnr, ssim = row.get("val/psnr") or "", row.get("val/ssim") or ""
+            if not psnr or not ssim or math.isnan(float(psnr)):
+                continue
+            if best is None or float(psnr) > best[0]:
+                best = (float(psnr), float(ssim), int(float(row.get("step") or 0)))
+    if best is None:
+        raise ValueError(f"{metrics_csv}: no row with val/psnr and val/ssim (did validation run?)")
+    return best
+
+
+def _val_sets(metrics_csv: Path) -> list[str]:
+    with open(metrics_csv, newline="") as f:
+        header = next(csv.reader(f), [])
+    return [c.split("/")[1] for c in header if c.startswith("val/") and c.count("/") == 2 and c.endswith("/psnr")]
+
+
+def collect_table1(sweep_dir: str | os.PathLike) -> list[dict]:
+    """Best validation score of each HDSRNet variant in a finished multirun folder.
+
+    Each job folder holds `.hydra/config.yaml` (its `model.variant`) and
+    `csv/metrics.csv`. A variant run more than once keeps its best run.
+    Returns dicts {variant, psnr, ssim, step, scale, val_set, run_dir} in paper row order.
+    """
+    sweep_dir = Path(sweep_dir)
+    if not sweep_dir.is_dir():
+        raise FileNotFoundError(f"{sweep_dir}: Table I sweep folder does not exist")
+    found: dict[str, dict] = {}
+    for config_file in sorted(sweep_dir.glob("*/.hydra/config.yaml")):
+        run_dir = config_file.parent.parent
+        cfg = OmegaConf.load(config_file)
+        variant = OmegaConf.select(cfg, "model.variant")
+        if variant is None:
+            log.warning("%s: no model.variant in its config; not an HDSRNet ablation run, skipped", run_dir)
+            continue
+        metrics = run_dir / "csv" / "metrics.csv"
+        if not metrics.is_file():
+            raise FileNotFoundError(f"{metrics}: missing; Table I needs each run's CSV log (logger=csv)")
+        psnr, ssim, step = _best_scores(metrics)
+        entry = {"variant": variant, "psnr": psnr, "ssim": ssim, "step": step,
+                 "scale": OmegaConf.select(cfg, "model.scale"), "val_set": ", ".join(_val_sets(metrics)),
+                 "run_dir": str(run_dir)}
+        if variant not in found or psnr > found[variant]["psnr"]:
+            found[variant] = entry
+    if not found:
+        raise FileNotFoundError(f"{sweep_dir}: no finished runs (<job>/.hydra/config.yaml) in this folder")
+    order = [r["variant"] for r in table1_rows()]
+    return sorted(found.values(), key=lambda e: order.index(e["variant"]) if e["variant"] in order else len(order))
+
+
+def table1(sweep_dir: str | os.PathLike) -> Table:
+    """Table I: the paper's U100 x4 ablation rows beside each variant's best score in `sweep_dir`."""
+    measured = {e["variant"]: e for e in collect_table1(sweep_dir)}
+    header = ["Methods", "variant", "paper PSNR(dB)/SSIM", "srlab PSNR(dB)/SSIM", "Δ srlab − paper"]
+    rows = []
+    for row in table1_rows():
+        m = measured.get(row["variant"])
+        delta = "-" if m is None else f"{m['psnr'] - row['psnr']:+.2f}/{m['ssim'] - row['ssim']:+.4f}"
+        rows.append([row["method"], row["variant"], _cell(row["psnr"], row["ssim"]),
+                     "-" if m is None else _cell(m["psnr"], m["ssim"]), delta])
+    sets = sorted({(m["val_set"], m["scale"]) for m in measured.values()}, key=str)
+    notes = ["Paper: Urban100 (U100) x4. srlab: best val/psnr of each run (val/ssim on the same step), measured on "
+             + "; ".join(f"{name or '?'} x{scale}" for name, scale in sets) + f", from {Path(sweep_dir)}."]
+    missing = [r["variant"] for r in table1_rows() if r["variant"] not in measured]
+    if missing:
+        notes.append(f"Not in the sweep: {', '.join(missing)}.")
+    return Table("table1", "TABLE I: PSNR AND SSIM OF DIFFERENT METHODS ON U100 FOR X4.", header, rows, notes)
