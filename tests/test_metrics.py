@@ -77,3 +77,23 @@ def test_bicubic_set5_matches_paper_row(benchmark_root, scale):
     paper_psnr, paper_ssim = PAPER_BICUBIC_SET5[scale]
     assert np.mean(psnrs) == pytest.approx(paper_psnr, abs=0.03)
     assert np.mean(ssims) == pytest.approx(paper_ssim, abs=0.0015)
+
+
+def test_ssim_equals_direct_matlab_style_valid_filtering():
+    from scipy.signal import correlate2d
+
+    from srlab.metrics.sr_metrics import ssim_valid
+
+    x = (torch.rand(2, 1, 37, 45, dtype=torch.float64) * 255).round()
+    y = (x + torch.randn_like(x) * 12).clamp(0, 255).round()
+    t = np.arange(11) - 5
+    g = np.exp(-(t**2) / (2 * 1.5**2))
+    window = np.outer(g, g) / g.sum() ** 2  # fspecial('gaussian', 11, 1.5)
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    for i in range(2):
+        a, b = x[i, 0].numpy(), y[i, 0].numpy()
+        f = lambda z: correlate2d(z, window, mode="valid")  # noqa: E731
+        mu_a, mu_b = f(a), f(b)
+        var_a, var_b, cov = f(a * a) - mu_a**2, f(b * b) - mu_b**2, f(a * b) - mu_a * mu_b
+        ssim_map = ((2 * mu_a * mu_b + c1) * (2 * cov + c2)) / ((mu_a**2 + mu_b**2 + c1) * (var_a + var_b + c2))
+        assert ssim_valid(x[i : i + 1], y[i : i + 1]).item() == pytest.approx(ssim_map.mean(), abs=1e-12)
