@@ -130,3 +130,21 @@ def test_hdsrnet_batch_equals_samples_alone_also_channels_last():
     assert (attentions[2][0] - attentions[2][1]).abs().max() > 1e-3, "the two images must get different kernels"
     torch.testing.assert_close(batched, alone, rtol=1e-4, atol=1e-3)
     torch.testing.assert_close(batched_cl, alone, rtol=1e-4, atol=1e-3)
+
+
+def test_lower_net_residual_links_follow_eq4():
+    """O_i = layer_i(input_i); input_10 = O_9 + O_8, ..., input_16 = O_15 + O_2; output = O_16 + O_1."""
+    from srlab.models.hdsrnet import SymmetricLowerNet
+
+    net = SymmetricLowerNet(channels=8, depth=16, residual=True)
+    x = torch.randn(2, 3, 9, 10)
+    outs = {}
+    h = x
+    for i in range(1, 17):
+        if i >= 10:
+            h = outs[i - 1] + outs[18 - i]
+        outs[i] = net.layers[i - 1](h)
+        h = outs[i]
+    expected = outs[16] + outs[1]
+    with torch.no_grad():
+        assert torch.allclose(net(x), expected, atol=1e-6)

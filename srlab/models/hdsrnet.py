@@ -128,13 +128,16 @@ class SymmetricLowerNet(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         depth = len(self.layers)
-        outputs: list[torch.Tensor] = []
+        half = depth // 2
+        # Only O_1 .. O_{depth/2} are joined later, so only they are kept (halves inference memory).
+        early: list[torch.Tensor] = []
         for j, layer in enumerate(self.layers, start=1):
             x = layer(x)
-            outputs.append(x)
-            if self.residual and j > depth // 2:
+            if self.residual and j <= half:
+                early.append(x)
+            elif self.residual:
                 # Eq. 4: layer 10's input is O_9 + O_8, ..., the net's output is O_16 + O_1.
-                x = x + outputs[depth - j]
+                x = x + early[depth - j]
         return x
 
 
