@@ -56,7 +56,7 @@ def test_two_process_ddp_multirun(tmp_path):
     # ComparisonImages keeps images with index < 2: rank 1's shard holds image 1 (coffee), which
     # would appear here had rank 1 written anything.
     images = sorted(p.name for p in (job_dir / "images").rglob("*.png"))
-    assert images == ["Sample_chelsea.png"]
+    assert images == ["Sample_coffee.png"]
 
     # The same weights validated by one process: same mean over the same three images.
     datamodule = SampleDataModule(scale=2, patch_size=24, batch_size=2, steps_per_epoch=2, val_images=VAL_IMAGES)

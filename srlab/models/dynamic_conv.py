@@ -90,6 +90,9 @@ class DynamicConv2d(nn.Module):
         if batch == 1:
             # One sample: a plain convolution keeps the input's memory format.
             return F.conv2d(x, weight[0], None if bias is None else bias[0], padding=self.padding, dilation=self.dilation)
+        # Folding the batch into channels is a view only for NCHW: a channels_last batch is folded by
+        # one copy, and its output goes back to channels_last so the layers after it stay NHWC.
+        channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
         folded = x.reshape(1, batch * channels, height, width)
         out = F.conv2d(
             folded,
@@ -99,7 +102,8 @@ class DynamicConv2d(nn.Module):
             dilation=self.dilation,
             groups=batch,
         )
-        return out.reshape(batch, self.out_channels, out.shape[-2], out.shape[-1])
+        out = out.reshape(batch, self.out_channels, out.shape[-2], out.shape[-1])
+        return out.contiguous(memory_format=torch.channels_last) if channels_last else out
 
     def forward_per_sample(self, x: torch.Tensor) -> torch.Tensor:
         """Reference path: one convolution per sample (used by tests to check the batched path)."""

@@ -16,6 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from torch import nn
 
 from srlab.metrics.sr_metrics import SRMetrics
+from srlab.utils.perf import apply_speed_options, channels_last_input
 
 LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
@@ -29,6 +30,13 @@ class SRModule(L.LightningModule):
 
     `val/psnr` and `val/ssim` repeat the first validation set's scores: the metric that
     checkpointing and sweeps optimise.
+
+    Speed options (`srlab.utils.perf`, measured by `python -m srlab.bench`): `channels_last`
+    stores the model's 4-D weights and every batch NHWC; `narrow_convs` runs 3x3 convs with
+    few outputs (to_rgb) as a GEMM on CPU; `compile` runs the model through
+    `torch.compile` (`compile_mode` e.g. "reduce-overhead"); bf16 is the trainer's
+    `precision: bf16-mixed`; a fused Adam is `optimizer.fused: true` (Lightning allows it only
+    without mixed precision when gradients are clipped).
     """
 
     def __init__(
@@ -38,6 +46,10 @@ class SRModule(L.LightningModule):
         scheduler: DictConfig | dict | None = None,
         scheduler_interval: str = "step",
         loss: str = "l1",
+        channels_last: bool = False,
+        narrow_convs: bool = False,
+        compile: bool = False,
+        compile_mode: str | None = None,
     ):
         super().__init__()
         if loss not in LOSSES:
@@ -47,19 +59,26 @@ class SRModule(L.LightningModule):
             for c in (model, optimizer, scheduler)
         )
         self.save_hyperparameters()
-        self.model = build_model(model)
+        self.model = apply_speed_options(
+            build_model(model), channels_last, compile, {"mode": compile_mode}, narrow_convs
+        )
+        self.channels_last = channels_last
         self.scale = int(getattr(self.model, "scale", model.get("scale")))
         self.loss_fn = LOSSES[loss]
         self.val_names: list[str] = []
         self.val_metrics = nn.ModuleList()
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
-        return self.model(lr)
+        return self.model(self.layout(lr))
+
+    def layout(self, images: torch.Tensor) -> torch.Tensor:
+        """A batch in the memory layout the model was set up for."""
+        return channels_last_input(images) if self.channels_last else images
 
     # -- training ---------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        sr = self.model(batch["lr"])
-        loss = self.loss_fn(sr, batch["hr"])
+        sr = self.model(self.layout(batch["lr"]))
+        loss = self.loss_fn(sr, self.layout(batch["hr"]))
         self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["lr"].shape[0])
         return loss
 
@@ -79,7 +98,7 @@ class SRModule(L.LightningModule):
             self.val_metrics = nn.ModuleList(SRMetrics(self.scale) for _ in names).to(self.device)
 
     def _eval_step(self, batch: dict, dataloader_idx: int) -> torch.Tensor:
-        sr = self.model(batch["lr"])
+        sr = self.model(self.layout(batch["lr"]))
         self.val_metrics[dataloader_idx].update(sr, batch["hr"], batch["grey"])
         return sr
 
