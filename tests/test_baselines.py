@@ -29,19 +29,9 @@ def lr_image(*size: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
     return torch.rand(batch, 3, *size, generator=generator) * 255
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # These tensors are tiny: a second intra-op thread gains nothing, and when another process holds
-    # the CPUs, OpenMP's waiting threads slow this file down twentyfold (measured: 4 s -> 100 s).
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("scale", SCALES)

@@ -399,13 +399,6 @@ def test_data_config_builds_the_paper_setting(tmp_path: Path) -> None:
 # -- training ---------------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def one_torch_thread():
-    # On a shared 2-core machine, two intra-op threads spin against other processes and run 10x slower.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def tiny_hdsrnet(scale: int, **kwargs) -> SRModule:

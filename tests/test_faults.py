@@ -38,13 +38,7 @@ TINY_HDSRNET = {
 ADAM = {"_target_": "torch.optim.Adam", "lr": 1e-3}
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they stall each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 class LossPoisoned(SRModule):

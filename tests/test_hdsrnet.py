@@ -21,18 +21,9 @@ def lr_image(*size: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
     return torch.rand(batch, 3, *size, generator=torch.Generator().manual_seed(seed)) * 255
 
 
-@pytest.fixture(autouse=True)
-def _seed():
-    torch.manual_seed(0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Small tensors: a second OpenMP thread gains little and stalls badly when other processes hold the CPUs.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("scale", sorted(PAPER_PARAMETERS))

@@ -49,13 +49,7 @@ def outputs_match(a: torch.nn.Module, b: torch.nn.Module) -> None:
         torch.testing.assert_close(b.eval()(lr_image()), a.eval()(lr_image()), rtol=0, atol=1e-5)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Small tensors: a second OpenMP thread gains little and stalls badly when other processes hold the CPUs.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])

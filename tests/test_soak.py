@@ -28,13 +28,7 @@ WARMUP = 15
 RSS_TOLERANCE_MIB = 16.0  # allocator noise; keeping one validation image (0.5 MiB) per cycle would exceed it
 
 
-@pytest.fixture(autouse=True)
-def one_torch_thread():
-    """Tiny models gain nothing from intra-op threads, and on a busy 2-core machine they stall each other."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def rss_mib() -> float:

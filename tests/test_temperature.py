@@ -49,12 +49,7 @@ def fit(callbacks: list[L.Callback], max_epochs: int, batches_per_epoch: int, tm
     return module
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_temperature_falls_linearly_over_the_first_epochs_then_stays(tmp_path):

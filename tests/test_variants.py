@@ -70,13 +70,7 @@ def structure(model: HDSRNet) -> tuple:
     return dynamic, dilated, residual, model.lower is not None, lower_residual
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_thread():
-    # Small tensors: a second OpenMP thread gains little and stalls badly when other processes hold the CPUs.
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 def test_arithmetic_terms():
