@@ -167,35 +167,23 @@ _DIV2K_KNOWN: dict[str, tuple[int, str, str]] = {
 }
 
 
+def _div2k_archive(key: str, fname: str, archive_root: str, provides: str) -> Archive:
+    size, sha, md5 = _DIV2K_KNOWN[fname]
+    return Archive(
+        name=key, url=_DIV2K_URL + fname, sha256=sha, size=size, md5=md5,
+        archive_root=archive_root, provides=(provides,), dest=DIV2K_DIR,
+    )
+
+
 def _build_table() -> dict[str, Archive]:
     table: dict[str, Archive] = {}
     for split in DIV2K_SPLITS:
-        fname = f"DIV2K_{split}_HR.zip"
-        size, sha, md5 = _DIV2K_KNOWN[fname]
-        table[f"div2k_{split}_hr"] = Archive(
-            name=f"div2k_{split}_hr",
-            url=_DIV2K_URL + fname,
-            sha256=sha,
-            size=size,
-            md5=md5,
-            archive_root=f"DIV2K_{split}_HR",
-            provides=(f"DIV2K_{split}_HR",),
-            dest=DIV2K_DIR,
-        )
+        hr = f"DIV2K_{split}_HR"
+        table[f"div2k_{split}_hr"] = _div2k_archive(f"div2k_{split}_hr", f"{hr}.zip", hr, hr)
         for scale in DIV2K_SCALES:
-            fname = f"DIV2K_{split}_LR_bicubic_X{scale}.zip"
-            size, sha, md5 = _DIV2K_KNOWN[fname]
             key = f"div2k_{split}_lr_bicubic_x{scale}"
-            table[key] = Archive(
-                name=key,
-                url=_DIV2K_URL + fname,
-                sha256=sha,
-                size=size,
-                md5=md5,
-                archive_root=f"DIV2K_{split}_LR_bicubic",
-                provides=(f"DIV2K_{split}_LR_bicubic/X{scale}",),
-                dest=DIV2K_DIR,
-            )
+            lr = f"DIV2K_{split}_LR_bicubic"
+            table[key] = _div2k_archive(key, f"{lr}_X{scale}.zip", lr, f"{lr}/X{scale}")
     table["benchmark"] = Archive(
         name="benchmark",
         url="https://cv.snu.ac.kr/research/EDSR/benchmark.tar",
