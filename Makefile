@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 # torch is installed first and pinned: an unpinned torch drags in GBs of CUDA wheels.
 $(VENV)/.installed: pyproject.toml
@@ -18,8 +18,11 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/python train.py
 
-test: setup
+test: lint
 	$(BIN)/python -m pytest -q
+
+lint: setup
+	$(BIN)/ruff check .
 
 bench: setup
 	$(BIN)/python -m srlab.bench

@@ -8,8 +8,8 @@ import torch
 from srlab.data.imresize import imresize_torch
 from srlab.models.hrn import HRN, dct2, dct_matrix, idct2
 from srlab.models.srcnn import SRCNN
+from srlab.scales import SUPPORTED_SCALES
 
-SCALES = (2, 3, 4)
 ODD_SIZE = (13, 17)
 
 
@@ -34,7 +34,7 @@ def lr_image(*size: int, batch: int = 1, seed: int = 0) -> torch.Tensor:
 pytestmark = pytest.mark.usefixtures("single_thread")
 
 
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", SUPPORTED_SCALES)
 @pytest.mark.parametrize("name", ["srcnn", "hrn"])
 def test_output_shape_on_odd_size(name, scale):
     model = build(name, scale).eval()
@@ -44,7 +44,7 @@ def test_output_shape_on_odd_size(name, scale):
     assert out.dtype == torch.float32 and torch.isfinite(out).all()
 
 
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", SUPPORTED_SCALES)
 @pytest.mark.parametrize("name", ["srcnn", "hrn"])
 def test_gradients_reach_every_parameter(name, scale):
     model = build(name, scale)
@@ -57,7 +57,7 @@ def test_gradients_reach_every_parameter(name, scale):
     assert all("rgb_mean" not in n for n, _ in model.named_parameters())
 
 
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", SUPPORTED_SCALES)
 @pytest.mark.parametrize("name", ["srcnn", "hrn"])
 def test_adam_steps_lower_l1_on_a_fixed_batch(name, scale):
     # A smooth HR target (an upscaled 4x4 random image), so there is something learnable to fit.
@@ -79,7 +79,7 @@ def test_adam_steps_lower_l1_on_a_fixed_batch(name, scale):
 # ---------------------------------------------------------------------------- SRCNN
 
 
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", SUPPORTED_SCALES)
 def test_srcnn_parameter_count(scale):
     # conv1 9x9, 3 -> 64 (+64 biases); conv2 1x1, 64 -> 32 (+32); conv3 5x5, 32 -> 3 (+3).
     expected = 9 * 9 * 3 * 64 + 64 + 1 * 1 * 64 * 32 + 32 + 5 * 5 * 32 * 3 + 3
@@ -140,7 +140,7 @@ def test_hrn_runs_on_two_sizes_in_a_row():
 HRN_DEFAULT_PARAMS = {2: 1_891_395 + 36_992, 3: 1_891_395 + 83_232, 4: 1_891_395 + 73_984}
 
 
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", SUPPORTED_SCALES)
 def test_hrn_default_parameter_count(scale):
     assert HRN_DEFAULT_PARAMS == {2: 1_928_387, 3: 1_974_627, 4: 1_965_379}
     count = sum(p.numel() for p in HRN(scale).parameters())

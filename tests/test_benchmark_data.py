@@ -11,7 +11,13 @@ import pytest
 
 import srlab.data.benchmark as benchmark
 from srlab.data.base import SRDataModule
-from srlab.data.benchmark import BENCHMARK_SETS, benchmark_eval_sets, load_benchmark
+from srlab.data.benchmark import (
+    BENCHMARK_SETS,
+    DOWNLOADABLE_SETS,
+    benchmark_eval_sets,
+    canonical_benchmark,
+    load_benchmark,
+)
 from srlab.data.datasets import EvalDataset
 from srlab.data.imresize import bicubic_downscale, modcrop
 from srlab.data.io import read_image, write_image
@@ -28,6 +34,21 @@ def shared_set(name: str) -> Path:
 
 def test_set_names_are_the_papers_four() -> None:
     assert BENCHMARK_SETS == ("Set5", "Set14", "B100", "Urban100")
+
+
+def test_every_user_of_set_names_reads_the_one_list() -> None:
+    from srlab.data.download import ARCHIVES, BENCHMARK_DIR
+    from srlab.eval.paper import TABLES, dataset_table, load_paper_tables
+
+    assert DOWNLOADABLE_SETS == BENCHMARK_SETS  # EDSR's benchmark.tar holds all four
+    assert ARCHIVES["benchmark"].provides == tuple(f"{BENCHMARK_DIR}/{name}" for name in DOWNLOADABLE_SETS)
+    assert {load_paper_tables()[t].get("dataset") for t in TABLES} - {None} <= set(BENCHMARK_SETS)
+    assert [dataset_table(alias) for alias in ("set5", "SET14", "BSDS100", "u100")] == [
+        "table2", "table3", "table4", "table5"
+    ]
+    assert [canonical_benchmark(n) for n in ("urban-100", "BSD100", "b100", "set_5")] == [
+        "Urban100", "B100", "B100", "Set5"
+    ]
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -76,7 +97,8 @@ def test_hr_only_folder_generates_lr_once_and_caches_it(tmp_path: Path, monkeypa
     for pair in first:
         assert np.array_equal(pair.lr, bicubic_downscale(pair.hr, 3))
         # Bit-exact with MATLAB, so equal to the distributed LR file.
-        assert np.array_equal(pair.lr, read_image(SHARED_BENCHMARK / "Set5" / "LR_bicubic" / "X3" / f"{pair.name}x3.png"))
+        lr_file = SHARED_BENCHMARK / "Set5" / "LR_bicubic" / "X3" / f"{pair.name}x3.png"
+        assert np.array_equal(pair.lr, read_image(lr_file))
     entries = sorted((root / ".srlab_cache" / "Set5").glob("*.npy"))
     assert len(entries) == 5 and all(".lr_bicubic_x3." in e.name for e in entries)
     mtimes = [e.stat().st_mtime_ns for e in entries]

@@ -20,8 +20,8 @@ from hydra.errors import ConfigCompositionException, MissingConfigException
 from omegaconf import DictConfig, open_dict
 
 from srlab.module import SRModule
+from srlab.tasks.checks import ConfigError, validate_config
 from srlab.utils.checkpoint_io import AtomicCheckpointIO
-from srlab.utils.checks import ConfigError, validate_config
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIGS = REPO / "configs"
@@ -98,7 +98,7 @@ MODEL_AND_DATA_CASES = {
     "unknown benchmark set": (
         ["data=div2k", "data.val_sets=[Set5,Set6]"],
         "data (srlab.data.div2k.DIV2KDataModule): unknown benchmark set 'Set6'; valid: Set5, Set14, B100, "
-        "Urban100 (aliases: U100 for Urban100, BSD100/BSDS100 for B100)",
+        "Urban100 (aliases: BSD100/BSDS100 for B100, U100 for Urban100)",
     ),
     "unknown loss": (["module.loss=l3"], "module.loss='l3' is unknown; valid names: l1, mse"),
 }
@@ -219,12 +219,12 @@ def test_train_py_fails_fast_with_one_line(tmp_path):
     cases = {
         "variant": (
             ["model.variant=upper_plane"],
-            "srlab.utils.checks.ConfigError: model (srlab.models.hdsrnet.HDSRNet): unknown HDSRNet variant "
+            "srlab.tasks.checks.ConfigError: model (srlab.models.hdsrnet.HDSRNet): unknown HDSRNet variant "
             "'upper_plane'; valid names: ",
         ),
         "ckpt": (
             [f"ckpt_path={tmp_path / 'missing.ckpt'}"],
-            f"srlab.utils.checks.ConfigError: ckpt_path={tmp_path / 'missing.ckpt'}: no such checkpoint file",
+            f"srlab.tasks.checks.ConfigError: ckpt_path={tmp_path / 'missing.ckpt'}: no such checkpoint file",
         ),
         "typo": (["trainer.max_epoch=3"], "Could not override 'trainer.max_epoch'."),
     }

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from srlab.runner import train
+from srlab.tasks.train import train
 from tests.train_runs import SMOKE, checkpoint, clear_hydra, compose_train, logged
 
 # Three steps, data augmentation on, no periodic validation before the end.

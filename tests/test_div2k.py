@@ -19,10 +19,12 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 import srlab.data.cache as cache
 import srlab.data.div2k as div2k
-from srlab.data.cache import DiskImage, patches_per_second, save_npy_atomic
+from srlab.bench.loader import patches_per_second
+from srlab.data.cache import DiskImage, save_npy_atomic
 from srlab.data.div2k import DIV2KDataModule
 from srlab.data.imresize import bicubic_downscale, modcrop
 from srlab.data.io import list_images, read_image, write_image
+from srlab.data.sample import SampleDataModule
 from srlab.module import SRModule
 
 REPO = Path(__file__).resolve().parents[1]
@@ -70,7 +72,8 @@ def test_lr_folder_is_read_and_hr_modcropped(tmp_path: Path, t91) -> None:
     for pair, hr in zip(pairs, t91):
         assert isinstance(pair.hr, DiskImage) and isinstance(pair.lr, DiskImage)
         assert np.array_equal(np.asarray(pair.hr), modcrop(hr, 3))
-        assert np.array_equal(np.asarray(pair.lr), read_image(root / "DIV2K_train_LR_bicubic/X3" / f"{pair.name}x3.png"))
+        lr_file = root / "DIV2K_train_LR_bicubic/X3" / f"{pair.name}x3.png"
+        assert np.array_equal(np.asarray(pair.lr), read_image(lr_file))
 
 
 def test_missing_lr_folder_generates_matlab_lr_and_caches_it(tmp_path: Path, t91, monkeypatch) -> None:
@@ -318,6 +321,23 @@ def test_image_smaller_than_patch_names_the_file(tmp_path: Path, t91) -> None:
 def test_patch_not_divisible_by_scale_suggests_sizes(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match=r"patch_size=128 \(HR\) is not divisible by scale=3; use 126 or 129"):
         module(tmp_path, scale=3, patch_size=128)
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"patch_size": 0}, r"^patch_size=0 \(HR\) must be a multiple of scale=2, at least 2$"),
+        ({"patch_size": 64.0}, r"^patch_size=64\.0 \(HR\) must be a multiple of scale=2, at least 2$"),
+        ({"batch_size": 0}, r"^batch_size=0 must be an integer of at least 1$"),
+        ({"steps_per_epoch": -1}, r"^steps_per_epoch=-1 must be an integer of at least 1$"),
+    ],
+)
+def test_constructors_check_their_arguments(tmp_path: Path, kwargs: dict, message: str) -> None:
+    # Both data modules, before any file is read: the one check of these values.
+    with pytest.raises(ValueError, match=message):
+        module(tmp_path, **kwargs)
+    with pytest.raises(ValueError, match=message):
+        SampleDataModule(scale=2, **kwargs)
 
 
 def test_unnumbered_file_names_it(tmp_path: Path, t91) -> None:

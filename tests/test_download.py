@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 
 from srlab.data import download as dl
-
+from srlab.data.benchmark import DOWNLOADABLE_SETS
 
 # --------------------------------------------------------------------------- server
 
@@ -127,7 +127,7 @@ def _div2k_lr_zip(scale: int) -> bytes:
 
 def _benchmark_tar() -> bytes:
     members = {}
-    for k, name in enumerate(dl.BENCHMARK_NAMES):
+    for k, name in enumerate(DOWNLOADABLE_SETS):
         members[f"benchmark/{name}/HR/img{k}.png"] = _png(k, 12)
         for s in (2, 3, 4):
             members[f"benchmark/{name}/LR_bicubic/X{s}/img{k}x{s}.png"] = _png(k, 12 // s)
@@ -211,7 +211,7 @@ def test_benchmarks_tar_layout(tmp_path, server, monkeypatch):
     _register(monkeypatch, server, "benchmark", _benchmark_tar(), sha=False, size=False)
     out = dl.ensure_benchmarks(tmp_path, names=("Set5", "Urban100"), base_url=server.url, progress=False)
     assert out == (tmp_path / "benchmark").resolve()
-    for name in dl.BENCHMARK_NAMES:  # the whole tar is placed
+    for name in DOWNLOADABLE_SETS:  # the whole tar is placed
         assert (out / name / "HR").is_dir()
         for s in (2, 3, 4):
             assert len(list((out / name / "LR_bicubic" / f"X{s}").glob("*.png"))) == 1

@@ -10,7 +10,7 @@ import pytest
 from srlab.eval.paper import paper_value
 
 REPO = Path(__file__).resolve().parents[1]
-PSNR_TOL, SSIM_TOL = 0.03, 0.0015  # DESIGN.md §3
+PSNR_TOL, SSIM_TOL = 0.03, 0.0015  # docs/protocol.md
 
 
 @pytest.mark.slow

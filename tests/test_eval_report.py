@@ -14,10 +14,10 @@ from torch.utils.data import DataLoader
 from srlab.eval.complexity import complexity_table, count_flops, measure_latency, runtime_table
 from srlab.eval.paper import paper_value, table1_rows
 from srlab.eval.report import Table, collect_table1, to_latex
-from srlab.eval.runner import evaluate
 from srlab.models.bicubic import Bicubic
 from srlab.models.hdsrnet import HDSRNet
 from srlab.module import SRModule
+from srlab.tasks.evaluate import evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_HDSRNET = {"_target_": "srlab.models.hdsrnet.HDSRNet", "channels": 4, "num_blocks": 1, "lower_depth": 2}
@@ -68,8 +68,8 @@ def best_from_metrics(run_dir: Path) -> tuple[float, float]:
 @pytest.mark.slow
 def test_report_paper_renders_all_tables_from_real_runs(checkpoints, table1_sweep, benchmark_root, tmp_path):
     ckpts = ",".join(f"{s}:'{p}'" for s, p in checkpoints.items())
-    cfg = compose_eval(["report=paper", "eval/paper=quick", f"ckpt_path={{{ckpts}}}", "datasets=[Set5]",
-                        f"benchmark_root={benchmark_root}", f"paper.table1_dir={table1_sweep}"], tmp_path)
+    cfg = compose_eval(["report=paper_quick", f"ckpt_path={{{ckpts}}}", "datasets=[Set5]",
+                        f"benchmark_root={benchmark_root}", f"report.table1_dir={table1_sweep}"], tmp_path)
     assert evaluate(cfg) == 0
 
     with open(tmp_path / "results.csv", newline="") as f:
@@ -107,7 +107,7 @@ def test_report_paper_renders_all_tables_from_real_runs(checkpoints, table1_swee
     with open(tables / "table6.csv", newline="") as f:
         header, row = list(csv.reader(f))
     assert header[-4:] == ["HDSRNet (srlab)", "SRCNN (srlab)", "HRN (srlab)", "Bicubic (srlab)"]
-    assert row[:5] == ["64 × 64", "-", "-", "-", "-"]  # eval/paper=quick times 64x64 outputs: no paper figure
+    assert row[:5] == ["64 × 64", "-", "-", "-", "-"]  # report=paper_quick times 64x64 outputs: no paper figure
     assert all(float(ms) > 0 for ms in row[5:])
     assert "1,966,208" in (tables / "table7.md").read_text()
     combined = (tables / "paper_tables.md").read_text()

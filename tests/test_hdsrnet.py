@@ -9,7 +9,7 @@ from srlab.models.common import DIV2K_RGB_MEAN
 from srlab.models.dynamic_conv import DynamicConv2d
 from srlab.models.hdsrnet import HDSRNet
 
-# DESIGN.md §1: trainable parameters, mean shift excluded (x2 is the paper's "1,819K").
+# docs/architecture.md: trainable parameters, mean shift excluded (x2 is the paper's "1,819K").
 PAPER_PARAMETERS = {2: 1_818_496, 3: 2_003_136, 4: 1_966_208}
 
 

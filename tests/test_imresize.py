@@ -16,9 +16,9 @@ from srlab.data.imresize import (
     modcrop,
     resize_matrix,
 )
+from srlab.scales import SUPPORTED_SCALES
 
 BENCHMARK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmark"
-SCALES = (2, 3, 4)
 
 
 def _read_png(path: Path) -> np.ndarray:
@@ -33,7 +33,7 @@ def _read_png(path: Path) -> np.ndarray:
 # --- bit-exactness against the MATLAB-made benchmark LR files -----------------
 
 
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", SUPPORTED_SCALES)
 @pytest.mark.parametrize("set_name", ["Set5", "Set14"])
 def test_downscale_matches_matlab_lr_files(set_name: str, scale: int) -> None:
     hr_dir = BENCHMARK / set_name / "HR"
@@ -68,7 +68,7 @@ def _from_nchw(x: torch.Tensor) -> np.ndarray:
     return x[0].permute(1, 2, 0).numpy()
 
 
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", SUPPORTED_SCALES)
 def test_torch_quantized_equals_numpy_uint8(scale: int) -> None:
     hr = _random_image(12 * scale, 10 * scale, seed=scale)
     lr = _random_image(13, 11, seed=10 + scale)
@@ -80,7 +80,7 @@ def test_torch_quantized_equals_numpy_uint8(scale: int) -> None:
         assert np.array_equal(_from_nchw(out), ref.astype(np.float64))  # integer-valued
 
 
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", SUPPORTED_SCALES)
 def test_torch_float_matches_numpy_float(scale: int) -> None:
     img = np.random.default_rng(100 + scale).random((9 * scale, 7 * scale, 3))
     for factor in (1 / scale, float(scale)):
@@ -100,7 +100,7 @@ def test_float_path_does_not_round() -> None:
 # --- shapes, invariants, weights ----------------------------------------------
 
 
-@pytest.mark.parametrize("scale", SCALES)
+@pytest.mark.parametrize("scale", SUPPORTED_SCALES)
 def test_upscale_shape_and_constant(scale: int) -> None:
     lr = _random_image(7, 5, seed=scale)
     up = bicubic_upscale(lr, scale)
@@ -114,7 +114,7 @@ def test_upscale_shape_and_constant(scale: int) -> None:
 @pytest.mark.parametrize("in_len", [1, 2, 5, 17, 255])
 def test_downscale_output_length_is_exact(in_len: int) -> None:
     # 1/3 is not exactly representable; ceil(in * (1/3)) must not overshoot.
-    for s in SCALES:
+    for s in SUPPORTED_SCALES:
         img = np.zeros((in_len, 1), dtype=np.uint8)
         assert imresize(img, 1 / s).shape == (-(-in_len // s), 1)
 

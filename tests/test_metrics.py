@@ -1,4 +1,4 @@
-"""The scoring protocol (DESIGN.md §3): known values and the paper's Bicubic rows on Set5."""
+"""The scoring protocol (docs/protocol.md): known values and the paper's Bicubic rows on Set5."""
 
 from __future__ import annotations
 

@@ -1,18 +1,19 @@
 """The paper's Tables I-VII (srlab/eval/paper_tables.yaml) and their loader.
 
-Spot values come from DESIGN.md and the paper's prose, so a transcription slip
+Spot values come from the paper's prose and docs/protocol.md, so a transcription slip
 in the YAML fails here rather than in a report comparing against the paper.
 """
 
 from __future__ import annotations
 
 import fnmatch
-import tomllib
 from importlib import resources
 from pathlib import Path
 
 import pytest
+import tomllib
 
+from srlab.data.benchmark import canonical_benchmark
 from srlab.eval import paper
 from srlab.eval.paper import load_paper_tables, paper_value, table1_rows, table_rows
 
@@ -33,9 +34,11 @@ def test_yaml_is_a_package_resource():
 
 def test_yaml_matches_the_package_data_glob():
     # A wheel only ships the YAML if pyproject's package-data pattern covers it.
+    # Patterns apply relative to the package they are listed under; "*" lists them for every package.
     cfg = tomllib.loads((REPO / "pyproject.toml").read_text(encoding="utf-8"))
-    patterns = cfg["tool"]["setuptools"]["package-data"]["srlab"]
-    assert any(fnmatch.fnmatch("eval/paper_tables.yaml", p) for p in patterns)
+    package_data = cfg["tool"]["setuptools"]["package-data"]
+    listed = [("srlab", "eval/paper_tables.yaml"), ("srlab.eval", "paper_tables.yaml"), ("*", "paper_tables.yaml")]
+    assert any(fnmatch.fnmatch(path, p) for key, path in listed for p in package_data.get(key, []))
 
 
 def test_load_is_cached_and_returns_copies():
@@ -50,7 +53,7 @@ def test_load_is_cached_and_returns_copies():
     assert set(paper.TABLES) <= set(second)
 
 
-# --- DESIGN.md spot values ---------------------------------------------------
+# --- spot values -------------------------------------------------------------
 
 
 @pytest.mark.parametrize(
@@ -235,7 +238,7 @@ def test_dataset_labels():
     ],
 )
 def test_dataset_aliases(alias, canonical):
-    assert paper.canonical_dataset(alias) == canonical
+    assert canonical_benchmark(alias) == canonical
     assert paper_value(alias, 4) == paper_value(canonical, 4)
 
 

@@ -14,16 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from srlab.bench import (
-    AuthorsHDSRNet,
-    BenchSettings,
-    baseline_like,
-    conv_backward_flops,
-    make_optimizer,
-    relative_error,
-    training_flops,
-    training_step,
-)
+from srlab.bench.authors_hdsrnet import AuthorsHDSRNet, baseline_like
+from srlab.bench.settings import BenchSettings
+from srlab.bench.timing import conv_backward_flops, make_optimizer, relative_error, training_flops, training_step
 from srlab.models.dynamic_conv import DynamicConv2d
 from srlab.models.hdsrnet import HDSRNet
 from srlab.module import SRModule

@@ -10,7 +10,7 @@ import torch
 from hydra import compose, initialize_config_dir
 
 from srlab.models.hdsrnet import HDSRNet
-from srlab.models.reference import to_reference_state_dict
+from srlab.models.reference import from_reference_checkpoint, to_reference_state_dict
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
 DYNAMIC_LAYERS = (3, 6, 9, 12, 15)
@@ -19,7 +19,7 @@ TINY = {"channels": 8, "num_blocks": 2, "lower_depth": 4}
 
 
 def authors_layout(scale: int) -> dict[str, tuple[int, ...]]:
-    """The key layout of HDSRNet_x{scale}.pt as described in issue 3, written out independently of srlab."""
+    """The key layout of HDSRNet_x{scale}.pt (docs/architecture.md), written out independently of srlab."""
     keys = {f"conv{i}.0.weight": (64, 3 if i == 1 else 64, 3, 3) for i in range(1, 17)}
     keys["conv17.0.weight"] = (3, 64, 3, 3)
     for i in range(1, 17):
@@ -61,7 +61,7 @@ def test_round_trip_through_a_reference_file(scale, tmp_path):
     path = tmp_path / f"HDSRNet_x{scale}.pt"
     torch.save(reference, path)
 
-    loaded = HDSRNet.from_reference_checkpoint(path, scale)
+    loaded = from_reference_checkpoint(path, scale)
     assert isinstance(loaded, HDSRNet) and loaded.scale == scale
     outputs_match(model, loaded)
     # And back again: the same file contents.
@@ -89,8 +89,8 @@ def test_wrappers_and_prefixes_are_accepted(wrap, tmp_path):
     model, reference = tiny_reference()
     path = tmp_path / "wrapped.pt"
     torch.save(wrap(reference), path)
-    outputs_match(model, HDSRNet.from_reference_checkpoint(path, 2, **TINY))
-    outputs_match(model, HDSRNet.from_reference_checkpoint(wrap(reference), 2, **TINY))
+    outputs_match(model, from_reference_checkpoint(path, 2, **TINY))
+    outputs_match(model, from_reference_checkpoint(wrap(reference), 2, **TINY))
 
 
 @pytest.mark.parametrize("variant", ["six_conv", "upper", "no_lower_residual"])
@@ -101,14 +101,14 @@ def test_variants_round_trip_in_the_same_numbering(variant):
     final = "conv5.0.weight" if model.lower is not None else "conv17.0.weight"
     assert final in reference and reference[final].shape == (3, 8, 3, 3)
     assert any(k.startswith("conv1.") for k in reference) == (model.lower is not None)
-    outputs_match(model, HDSRNet.from_reference_checkpoint(reference, 4, variant, **TINY))
+    outputs_match(model, from_reference_checkpoint(reference, 4, variant, **TINY))
 
 
 def test_x4_file_loaded_as_x2_names_the_upsampler_keys_and_the_scale(tmp_path):
     path = tmp_path / "HDSRNet_x4.pt"
     torch.save(to_reference_state_dict(HDSRNet(4)), path)
     with pytest.raises(ValueError) as err:
-        HDSRNet.from_reference_checkpoint(path, 2)
+        from_reference_checkpoint(path, 2)
     message = str(err.value)
     assert str(path) in message and "scale=2" in message
     assert "unexpected keys: upsample.up.body.2.weight, upsample.up.body.2.bias" in message
@@ -118,7 +118,7 @@ def test_x4_file_loaded_as_x2_names_the_upsampler_keys_and_the_scale(tmp_path):
 def test_x2_file_loaded_as_x3_names_the_mismatching_shapes():
     _, reference = tiny_reference(2)
     with pytest.raises(ValueError) as err:
-        HDSRNet.from_reference_checkpoint(reference, 3, **TINY)
+        from_reference_checkpoint(reference, 3, **TINY)
     message = str(err.value)
     assert "scale=3" in message and "load it with scale=2" in message
     assert "upsample.up.body.0.weight: file (32, 8, 3, 3) vs model (72, 8, 3, 3)" in message
@@ -128,19 +128,19 @@ def test_missing_key_is_named():
     _, reference = tiny_reference()
     del reference["Block.conv3.0.attention.net.2.weight"]
     with pytest.raises(ValueError, match=r"missing keys: Block\.conv3\.0\.attention\.net\.2\.weight$"):
-        HDSRNet.from_reference_checkpoint(reference, 2, **TINY)
+        from_reference_checkpoint(reference, 2, **TINY)
 
 
 def test_a_different_mean_shift_is_refused():
     _, reference = tiny_reference()
     reference["add_mean.bias"] = reference["add_mean.bias"] / 255  # trained on [0, 1] inputs
     with pytest.raises(ValueError, match=r"add_mean\.bias = \[0\.4488, 0\.4371, 0\.404\] differs .* DIV2K"):
-        HDSRNet.from_reference_checkpoint(reference, 2, **TINY)
+        from_reference_checkpoint(reference, 2, **TINY)
 
 
 def test_missing_file_is_named(tmp_path):
     with pytest.raises(FileNotFoundError, match="HDSRNet_x3.pt"):
-        HDSRNet.from_reference_checkpoint(tmp_path / "HDSRNet_x3.pt", 3)
+        from_reference_checkpoint(tmp_path / "HDSRNet_x3.pt", 3)
 
 
 def test_model_config_loads_a_reference_file(tmp_path):

@@ -16,6 +16,11 @@ import signal
 import numpy as np
 import pytest
 import torch
+
+from srlab.data.datasets import ImagePair, PatchDataset
+from srlab.data.sampler import StepSampler
+from srlab.tasks.checks import ConfigError
+from srlab.tasks.train import train
 from tests.train_runs import (
     SMOKE,
     checkpoint,
@@ -27,11 +32,6 @@ from tests.train_runs import (
     start_train,
     wait_for,
 )
-
-from srlab.data.datasets import ImagePair, PatchDataset
-from srlab.data.sampler import StepSampler
-from srlab.runner import train
-from srlab.utils.checks import ConfigError
 
 # Two epochs of three steps, last.ckpt refreshed after every step.
 RESUMABLE = [
@@ -119,10 +119,10 @@ def test_sigterm_and_ctrl_c_save_last_checkpoint(tmp_path):
              f"+callbacks.pause.marker={marker}"], tmp_path,
         )
         runs[sig] = (proc, run_dir, marker, exit_status)
-    for sig, (proc, run_dir, marker, exit_status) in runs.items():
+    for sig, (proc, _, marker, _) in runs.items():
         wait_for(marker, proc)
         proc.send_signal(sig)
-    for sig, (proc, run_dir, marker, exit_status) in runs.items():
+    for sig, (proc, run_dir, _, exit_status) in runs.items():
         output = finish(proc, expect_rc=exit_status)
         saved = checkpoint(run_dir / "checkpoints" / "last.ckpt")
         assert saved["global_step"] == 2, sig.name

@@ -14,13 +14,12 @@ import os
 from pathlib import Path
 
 import pytest
-import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from lightning.pytorch.callbacks import Callback
 from omegaconf import open_dict
 
-from srlab.runner import train
+from srlab.tasks.train import train
 
 REPO = Path(__file__).resolve().parents[1]
 VALIDATIONS = 60

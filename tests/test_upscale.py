@@ -9,7 +9,7 @@ import pytest
 from hydra import compose, initialize_config_dir
 
 from srlab.data.io import read_image, write_image
-from srlab.eval.runner import EvalError, evaluate
+from srlab.tasks import EvalError, evaluate
 
 REPO = Path(__file__).resolve().parents[1]
 

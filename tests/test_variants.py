@@ -75,7 +75,7 @@ pytestmark = pytest.mark.usefixtures("single_thread")
 
 def test_arithmetic_terms():
     assert (HEAD, CONV, DYNAMIC, CB_X4, LOWER) == (1_728, 36_864, 148_800, 297_152, 554_688)
-    assert EXPECTED_X4["full"] == 1_966_208  # DESIGN.md §1, x4
+    assert EXPECTED_X4["full"] == 1_966_208  # docs/architecture.md, x4
 
 
 def test_variants_are_the_paper_rows_in_order():

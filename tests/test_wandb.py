@@ -15,7 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from srlab.runner import WANDB_ID_FILE, has_wandb_credentials, train, wandb_identity
+from srlab.tasks.loggers import WANDB_ID_FILE, has_wandb_credentials, wandb_identity
+from srlab.tasks.train import train
 from tests.train_runs import SMOKE, clear_hydra, compose_train
 
 BLOCK_SIZE = 32 * 1024  # LevelDB log blocks
@@ -61,7 +62,8 @@ def history(records: list) -> list[dict]:
     rows = []
     for record in records:
         if record.WhichOneof("record_type") == "history":
-            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item})
+            items = record.history.item
+            rows.append({item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in items})
     return rows
 
 

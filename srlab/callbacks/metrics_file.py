@@ -15,7 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 
-from srlab.eval.report import atomic_write_text
+from srlab.utils.files import atomic_write_text
 
 MODES = ("max", "min")
 

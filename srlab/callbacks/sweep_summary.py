@@ -19,7 +19,7 @@ from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from srlab.eval.report import write_csv
+from srlab.utils.files import write_csv
 
 log = logging.getLogger(__name__)
 

@@ -6,6 +6,7 @@ patch cropping, epoch length and exact distributed evaluation live here once.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Sequence
 
 import lightning as L
@@ -19,8 +20,6 @@ from srlab.data.sampler import StepSampler
 
 def collate_eval(batch: list[dict]) -> dict:
     """Whole images differ in size, so evaluation runs with batch size 1 and keeps metadata as lists."""
-    import torch
-
     return {
         "lr": torch.stack([b["lr"] for b in batch]),
         "hr": torch.stack([b["hr"] for b in batch]),
@@ -44,7 +43,11 @@ class SRDataModule(L.LightningDataModule):
         pin_memory: bool = False,
     ):
         super().__init__()
+        # Checked here, before any file is read, so a bad config fails at construction.
         check_patch_size(patch_size, scale)
+        for name, value in (("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch)):
+            if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
+                raise ValueError(f"{name}={value!r} must be an integer of at least 1")
         self.scale = scale
         self.patch_size = patch_size
         self.batch_size = batch_size

@@ -1,4 +1,8 @@
-"""The four SR benchmark sets (Set5, Set14, B100, Urban100) as LR/HR pairs, from disk.
+"""The SR benchmark sets (Set5, Set14, B100, Urban100) as LR/HR pairs, from disk; the one list of their names.
+
+`KNOWN_SETS` is the only place that names the sets and their other spellings:
+data modules, the downloader and the paper tables import it, so adding a set
+(e.g. ``BenchmarkSet("Manga109", downloadable=False)``) is one line.
 
 Two layouts are read:
 
@@ -11,13 +15,14 @@ Two layouts are read:
   MATLAB-exact ``bicubic_downscale`` of the mod-cropped HR, computed once and
   kept in the decoded-image cache (``srlab.data.cache``).
 
-HR is mod-cropped to the scale (DESIGN.md §3). A file stored with one grey
+HR is mod-cropped to the scale (docs/protocol.md). A file stored with one grey
 channel stays 2-D, because the metric scores it on that channel.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from srlab.data.cache import CACHE_DIRNAME, cached_array
@@ -25,23 +30,60 @@ from srlab.data.datasets import ImagePair
 from srlab.data.imresize import bicubic_downscale, modcrop
 from srlab.data.io import list_images, read_image
 
-__all__ = ["BENCHMARK_SETS", "benchmark_eval_sets", "canonical_benchmark", "load_benchmark"]
+__all__ = [
+    "BENCHMARK_SETS",
+    "DOWNLOADABLE_SETS",
+    "KNOWN_SETS",
+    "BenchmarkSet",
+    "benchmark_eval_sets",
+    "canonical_benchmark",
+    "load_benchmark",
+]
 
-BENCHMARK_SETS = ("Set5", "Set14", "B100", "Urban100")
+
+@dataclass(frozen=True)
+class BenchmarkSet:
+    """One benchmark set: its canonical name, other spellings, and whether EDSR's benchmark.tar holds it."""
+
+    name: str
+    aliases: tuple[str, ...] = ()
+    downloadable: bool = True  # in benchmark.tar, what `python -m srlab.data.download benchmarks` fetches
+
+
+# One line per set. The paper writes "U100" and "BSD100 (B100)"; other SR code says "BSDS100".
+KNOWN_SETS: tuple[BenchmarkSet, ...] = (
+    BenchmarkSet("Set5"),
+    BenchmarkSet("Set14"),
+    BenchmarkSet("B100", aliases=("BSD100", "BSDS100")),
+    BenchmarkSet("Urban100", aliases=("U100",)),
+)
+BENCHMARK_SETS: tuple[str, ...] = tuple(s.name for s in KNOWN_SETS)
+DOWNLOADABLE_SETS: tuple[str, ...] = tuple(s.name for s in KNOWN_SETS if s.downloadable)
+
+
+def _name_key(name: str) -> str:
+    # Case, spaces, hyphens and underscores carry no meaning in a set name ("urban-100", "set_5").
+    return "".join(ch for ch in str(name).casefold() if ch not in " -_")
+
+
+_CANONICAL: dict[str, str] = {_name_key(n): s.name for s in KNOWN_SETS for n in (s.name, *s.aliases)}
+
+
+def _aliases_text() -> str:
+    return ", ".join(f"{'/'.join(s.aliases)} for {s.name}" for s in KNOWN_SETS if s.aliases)
 
 
 def canonical_benchmark(name: str) -> str:
-    """Set5/Set14/B100/Urban100 from the name or an alias (U100, BSD100, urban100...)."""
-    # Imported here: srlab.eval depends on srlab.data, not the other way round at import time.
-    from srlab.eval.paper import canonical_dataset
+    """The canonical name (Set5, Set14, B100, Urban100...) of a set or its alias (U100, BSD100, urban100...).
 
-    try:
-        return canonical_dataset(name)
-    except ValueError:
+    Raises ValueError naming the valid sets and aliases for anything else.
+    """
+    canonical = _CANONICAL.get(_name_key(name))
+    if canonical is None:
         raise ValueError(
-            f"unknown benchmark set {name!r}; valid: {', '.join(BENCHMARK_SETS)} "
-            "(aliases: U100 for Urban100, BSD100/BSDS100 for B100)"
-        ) from None
+            f"unknown benchmark set {name!r}; valid: {', '.join(BENCHMARK_SETS)} (aliases: {_aliases_text()})"
+        )
+    return canonical
 
 
 def _download_hint(root: Path, name: str) -> str:

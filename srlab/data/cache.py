@@ -5,26 +5,22 @@ so SR training decodes each file once into ``<cache_dir>/<stem>.<path key>.<vari
 and workers crop from a read-only memory map (the OS page cache is shared by
 all workers; nothing is copied per worker). An entry is keyed by the source
 file's resolved path, size and mtime_ns, so editing or replacing the source
-makes a new entry and removes the stale one. Entries are written to a temporary
-file and renamed (``os.replace``), so a killed writer never leaves a partial
-``.npy`` that a later run would read.
+makes a new entry and removes the stale one. Entries are written atomically
+(``srlab.utils.files``), so a killed writer never leaves a partial ``.npy``
+that a later run would read.
 """
 
 from __future__ import annotations
 
 import glob
 import hashlib
-import os
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
 
 from srlab.data.io import read_image
+from srlab.utils.files import atomic_open
 
 __all__ = [
     "CACHE_DIRNAME",
@@ -33,7 +29,6 @@ __all__ = [
     "cached_array",
     "ensure_cached",
     "ensure_decoded",
-    "patches_per_second",
     "save_npy_atomic",
 ]
 
@@ -55,16 +50,9 @@ def cache_path(source: Path, cache_dir: Path, variant: str) -> Path:
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
-    """Write `array` as `path` (.npy) through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}-{threading.get_ident()}")
-    try:
-        with open(tmp, "wb") as fh:
-            np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    """Write `array` as `path` (.npy) atomically (srlab.utils.files: temporary file, fsync, rename)."""
+    with atomic_open(path) as fh:
+        np.save(fh, np.ascontiguousarray(array), allow_pickle=False)
 
 
 def _remove_stale(entry: Path) -> None:
@@ -156,30 +144,3 @@ class DiskImage:
 
     def __repr__(self) -> str:
         return f"DiskImage({str(self.path)!r}, shape={self.shape})"
-
-
-def patches_per_second(
-    dataset: Dataset, seconds: float = 5.0, num_workers: int = 0, batch_size: int = 16, warmup_batches: int = 2
-) -> float:
-    """Training patches delivered per second by a DataLoader over `dataset` (after `warmup_batches`).
-
-    With `num_workers` = 0 the main process does the work, which is the
-    per-worker figure; with n workers divide by n for the same unit.
-    """
-    if len(dataset) < batch_size * (warmup_batches + 1):
-        raise ValueError(
-            f"patches_per_second needs at least {batch_size * (warmup_batches + 1)} samples per epoch "
-            f"(batch_size={batch_size}, warmup_batches={warmup_batches}); the dataset has {len(dataset)}"
-        )
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=num_workers, drop_last=True)
-    patches, start = 0, None
-    while True:
-        for index, batch in enumerate(loader):
-            if start is None and index + 1 >= warmup_batches:
-                start = time.perf_counter()  # workers are up and the page cache is warm
-                continue
-            if start is not None:
-                patches += int(torch.as_tensor(batch["hr"]).shape[0])
-                elapsed = time.perf_counter() - start
-                if elapsed >= seconds:
-                    return patches / elapsed

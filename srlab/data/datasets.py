@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -33,13 +34,19 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
 
 
 def check_patch_size(patch_size: int, scale: int) -> int:
-    """The HR patch must be a multiple of the scale so the LR patch is whole."""
+    """The LR patch size of the HR `patch_size`, which must be a positive multiple of the scale (a whole LR patch).
+
+    The one check of `patch_size`, run by the data module and dataset constructors; its
+    one-line ValueError names `patch_size`, its value and the scale.
+    """
+    if isinstance(patch_size, bool) or not isinstance(patch_size, numbers.Integral) or patch_size < scale:
+        raise ValueError(f"patch_size={patch_size!r} (HR) must be a multiple of scale={scale}, at least {scale}")
     if patch_size % scale:
-        lower, upper = patch_size - patch_size % scale, patch_size - patch_size % scale + scale
+        lower = patch_size - patch_size % scale
         raise ValueError(
-            f"patch_size={patch_size} (HR) is not divisible by scale={scale}; use {lower} or {upper}"
+            f"patch_size={patch_size} (HR) is not divisible by scale={scale}; use {lower} or {lower + scale}"
         )
-    return patch_size // scale
+    return int(patch_size) // scale
 
 
 def check_pair_sizes(pair: ImagePair, scale: int) -> None:

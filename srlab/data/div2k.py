@@ -1,6 +1,7 @@
 """DIV2K as a LightningDataModule: the official layout, the paper's images 1-900, cached decoded images.
 
-Layout (what ``python -m srlab.data.download div2k --root data`` makes)::
+Layout (what ``python -m srlab.data.download div2k --root data`` makes; defined in
+``srlab.data.download``)::
 
     <root>/DIV2K_train_HR/0001.png ... 0800.png
     <root>/DIV2K_valid_HR/0801.png ... 0900.png
@@ -32,30 +33,33 @@ from srlab.data.base import SRDataModule
 from srlab.data.benchmark import benchmark_eval_sets, canonical_benchmark
 from srlab.data.cache import CACHE_DIRNAME, DiskImage, ensure_cached, ensure_decoded
 from srlab.data.datasets import ImagePair
-from srlab.data.download import ensure_benchmarks, ensure_div2k
+from srlab.data.download import (
+    BENCHMARK_DIR,
+    DIV2K_DIR,
+    DIV2K_RANGES,
+    DIV2K_SPLITS,
+    div2k_hr_folder,
+    div2k_lr_folder,
+    ensure_benchmarks,
+    ensure_div2k,
+)
 from srlab.data.imresize import bicubic_downscale, modcrop
 from srlab.data.io import list_images, read_image
 
 __all__ = [
     "DIV2KDataModule",
     "DIV2KFile",
-    "DIV2K_SPLITS",
-    "OFFICIAL_RANGES",
     "index_div2k",
     "load_div2k_pair",
 ]
 
-DIV2K_SPLITS = ("train", "valid")
-# Official numbering; only used to say where a missing image belongs and what to download.
-OFFICIAL_RANGES = {"train": (1, 800), "valid": (801, 900)}
-
 
 def hr_dir(root: Path, split: str) -> Path:
-    return root / f"DIV2K_{split}_HR"
+    return root / div2k_hr_folder(split)
 
 
 def lr_dir(root: Path, split: str, scale: int) -> Path:
-    return root / f"DIV2K_{split}_LR_bicubic" / f"X{scale}"
+    return root / div2k_lr_folder(split, scale)
 
 
 def download_command(root: Path, scale: int, splits: Sequence[str] = DIV2K_SPLITS) -> str:
@@ -74,7 +78,8 @@ def check_data_range(data_range: Sequence[int]) -> tuple[int, int]:
 
 
 def splits_for_range(first: int, last: int) -> list[str]:
-    return [s for s, (lo, hi) in OFFICIAL_RANGES.items() if first <= hi and last >= lo]
+    """The official splits holding any of images `first`..`last`: what to download for them."""
+    return [s for s, (lo, hi) in DIV2K_RANGES.items() if first <= hi and last >= lo]
 
 
 @dataclass(frozen=True)
@@ -93,13 +98,13 @@ def index_div2k(root: Path, scale: int, data_range: Sequence[int]) -> list[DIV2K
     if not root.is_dir():
         raise FileNotFoundError(
             f"{root}: DIV2K root does not exist; download it with `{download_command(root, scale)}` "
-            "(or set data.download=true), or point data.root to a folder holding DIV2K_train_HR"
+            f"(or set data.download=true), or point data.root to a folder holding {div2k_hr_folder('train')}"
         )
     by_number: dict[int, tuple[str, Path]] = {}
     splits_found = [s for s in DIV2K_SPLITS if hr_dir(root, s).is_dir()]
     if not splits_found:
         raise FileNotFoundError(
-            f"{root}: no DIV2K_train_HR or DIV2K_valid_HR folder in the DIV2K root; "
+            f"{root}: no {' or '.join(div2k_hr_folder(s) for s in DIV2K_SPLITS)} folder in the DIV2K root; "
             f"download with `{download_command(root, scale)}`"
         )
     for split in splits_found:
@@ -113,11 +118,11 @@ def index_div2k(root: Path, scale: int, data_range: Sequence[int]) -> list[DIV2K
     missing = [n for n in range(first, last + 1) if n not in by_number]
     if missing:
         shown = ", ".join(f"{n:04d}" for n in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        splits = sorted({s for n in missing for s, (lo, hi) in OFFICIAL_RANGES.items() if lo <= n <= hi})
+        splits = sorted({s for n in missing for s, (lo, hi) in DIV2K_RANGES.items() if lo <= n <= hi})
+        official = " and ".join(f"{lo:04d}-{hi:04d} in {div2k_hr_folder(s)}" for s, (lo, hi) in DIV2K_RANGES.items())
         raise FileNotFoundError(
             f"{root}: data_range [{first}, {last}] selects {len(missing)} image(s) not found in "
-            f"{', '.join(str(hr_dir(root, s)) for s in splits_found)}: {shown}. Official DIV2K keeps 0001-0800 in "
-            f"DIV2K_train_HR and 0801-0900 in DIV2K_valid_HR"
+            f"{', '.join(str(hr_dir(root, s)) for s in splits_found)}: {shown}. Official DIV2K keeps {official}"
             + (f"; download with `{download_command(root, scale, splits)}`" if splits else "")
             + ", or narrow data_range"
         )
@@ -215,7 +220,7 @@ class DIV2KDataModule(SRDataModule):
         super().__init__(scale, patch_size, batch_size, steps_per_epoch, **kwargs)
         self.root = Path(root).expanduser()
         self.data_range = check_data_range(data_range)
-        self.benchmark_root = Path(benchmark_root).expanduser() if benchmark_root else self.root.parent / "benchmark"
+        self.benchmark_root = Path(benchmark_root).expanduser() if benchmark_root else self.root.parent / BENCHMARK_DIR
         self.val_sets = [canonical_benchmark(n) for n in ([val_sets] if isinstance(val_sets, str) else val_sets)]
         self.cache = cache
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else None
@@ -243,17 +248,17 @@ class DIV2KDataModule(SRDataModule):
             if fitting and not (hr_dir(self.root, s).is_dir() and any(hr_dir(self.root, s).iterdir()))
         ]
         if splits:
-            if self.root.name != "DIV2K":
+            if self.root.name != DIV2K_DIR:
                 raise ValueError(
-                    f"data.root={self.root}: download=true writes <dir>/DIV2K, so root must end in /DIV2K"
+                    f"data.root={self.root}: download=true writes <dir>/{DIV2K_DIR}, so root must end in /{DIV2K_DIR}"
                 )
             ensure_div2k(self.root.parent, scales=[self.scale], splits=splits)
         missing_sets = [n for n in self.val_sets if not (self.benchmark_root / n).is_dir()]
         if missing_sets:
-            if self.benchmark_root.name != "benchmark":
+            if self.benchmark_root.name != BENCHMARK_DIR:
                 raise ValueError(
-                    f"data.benchmark_root={self.benchmark_root}: download=true writes <dir>/benchmark, "
-                    "so benchmark_root must end in /benchmark"
+                    f"data.benchmark_root={self.benchmark_root}: download=true writes <dir>/{BENCHMARK_DIR}, "
+                    f"so benchmark_root must end in /{BENCHMARK_DIR}"
                 )
             ensure_benchmarks(self.benchmark_root.parent, names=missing_sets)
 
@@ -271,5 +276,5 @@ class DIV2KDataModule(SRDataModule):
     def load_eval_sets(self) -> dict[str, list[ImagePair]]:
         if not self.val_sets:
             return {}
-        cache_dir = self.cache_dir / "benchmark" if self.cache_dir else None
+        cache_dir = self.cache_dir / BENCHMARK_DIR if self.cache_dir else None
         return benchmark_eval_sets(self.benchmark_root, self.val_sets, self.scale, cache_dir)

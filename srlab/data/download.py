@@ -2,15 +2,16 @@
 
 CLI::
 
-    python -m srlab.data.download div2k      [--root DIR] [--scales 2 3 4] [--splits train valid] [--force]
-    python -m srlab.data.download benchmarks [--root DIR] [--names Set5 Set14 B100 Urban100] [--force]
+    python -m srlab.data.download div2k      [--root DIR] [--scales S ...] [--splits SPLIT ...] [--force]
+    python -m srlab.data.download benchmarks [--root DIR] [--names NAME ...] [--force]
 
-Function API (used by the datamodules)::
+Function API (used by the datamodules); the defaults fetch everything::
 
-    ensure_div2k(root, scales=(2, 3, 4), splits=("train", "valid")) -> root / "DIV2K"
-    ensure_benchmarks(root, names=("Set5", "Set14", "B100", "Urban100")) -> root / "benchmark"
+    ensure_div2k(root, scales=SUPPORTED_SCALES, splits=DIV2K_SPLITS) -> root / "DIV2K"
+    ensure_benchmarks(root, names=DOWNLOADABLE_SETS) -> root / "benchmark"
 
-Layout (the EDSR-PyTorch ``dir_data`` convention)::
+Layout (the EDSR-PyTorch ``dir_data`` convention), defined here once (`DIV2K_RANGES`,
+`div2k_hr_folder`, `div2k_lr_folder`) for the downloader and ``srlab.data.div2k``::
 
     root/DIV2K/DIV2K_train_HR/0001.png
     root/DIV2K/DIV2K_train_LR_bicubic/X2/0001x2.png
@@ -39,7 +40,6 @@ import dataclasses
 import hashlib
 import os
 import shutil
-import socket
 import sys
 import tarfile
 import tempfile
@@ -50,16 +50,22 @@ from collections.abc import Iterable, Iterator, Sequence
 from http.client import HTTPException
 from pathlib import Path, PurePosixPath
 
+from srlab.data.benchmark import DOWNLOADABLE_SETS
+from srlab.scales import SUPPORTED_SCALES
+
 __all__ = [
     "ARCHIVES",
     "Archive",
     "ArchiveError",
-    "BENCHMARK_NAMES",
+    "BENCHMARK_DIR",
     "ChecksumError",
-    "DIV2K_SCALES",
+    "DIV2K_DIR",
+    "DIV2K_RANGES",
     "DIV2K_SPLITS",
     "DownloadError",
     "MIRROR_ENV",
+    "div2k_hr_folder",
+    "div2k_lr_folder",
     "ensure_archive",
     "ensure_benchmarks",
     "ensure_div2k",
@@ -67,11 +73,22 @@ __all__ = [
 ]
 
 MIRROR_ENV = "SRLAB_DATA_MIRROR"
-DIV2K_SCALES = (2, 3, 4)
-DIV2K_SPLITS = ("train", "valid")
-BENCHMARK_NAMES = ("Set5", "Set14", "B100", "Urban100")
 DIV2K_DIR = "DIV2K"
 BENCHMARK_DIR = "benchmark"
+# The official DIV2K splits and the image numbers each holds (inclusive).
+DIV2K_RANGES: dict[str, tuple[int, int]] = {"train": (1, 800), "valid": (801, 900)}
+DIV2K_SPLITS: tuple[str, ...] = tuple(DIV2K_RANGES)
+
+
+def div2k_hr_folder(split: str) -> str:
+    """HR folder of a DIV2K split, relative to the DIV2K root: ``DIV2K_train_HR``."""
+    return f"DIV2K_{split}_HR"
+
+
+def div2k_lr_folder(split: str, scale: int) -> str:
+    """Bicubic LR folder of a DIV2K split at `scale`, relative to the DIV2K root: ``DIV2K_train_LR_bicubic/X2``."""
+    return f"DIV2K_{split}_LR_bicubic/X{scale}"
+
 
 _CHUNK = 1 << 20
 _USER_AGENT = "srlab-download/0.1 (+python urllib)"
@@ -178,12 +195,13 @@ def _div2k_archive(key: str, fname: str, archive_root: str, provides: str) -> Ar
 def _build_table() -> dict[str, Archive]:
     table: dict[str, Archive] = {}
     for split in DIV2K_SPLITS:
-        hr = f"DIV2K_{split}_HR"
+        hr = div2k_hr_folder(split)
         table[f"div2k_{split}_hr"] = _div2k_archive(f"div2k_{split}_hr", f"{hr}.zip", hr, hr)
-        for scale in DIV2K_SCALES:
+        for scale in SUPPORTED_SCALES:
             key = f"div2k_{split}_lr_bicubic_x{scale}"
-            lr = f"DIV2K_{split}_LR_bicubic"
-            table[key] = _div2k_archive(key, f"{lr}_X{scale}.zip", lr, f"{lr}/X{scale}")
+            lr = div2k_lr_folder(split, scale)
+            lr_root = str(PurePosixPath(lr).parent)
+            table[key] = _div2k_archive(key, f"{lr_root}_X{scale}.zip", lr_root, lr)
     table["benchmark"] = Archive(
         name="benchmark",
         url="https://cv.snu.ac.kr/research/EDSR/benchmark.tar",
@@ -191,7 +209,7 @@ def _build_table() -> dict[str, Archive]:
         size=None,
         md5="4ace41d33c2384b97e6b320cd0afd6ba",
         archive_root=BENCHMARK_DIR,
-        provides=tuple(f"{BENCHMARK_DIR}/{n}" for n in BENCHMARK_NAMES),
+        provides=tuple(f"{BENCHMARK_DIR}/{n}" for n in DOWNLOADABLE_SETS),
         dest=".",
     )
     return table
@@ -271,7 +289,7 @@ def _download(archive: Archive, url: str, target: Path, *, timeout: float, progr
     """Stream ``url`` to ``target`` through ``target.part`` (resumed with Range when present)."""
     _check_scheme(url)
     part = target.with_name(target.name + ".part")
-    for attempt in range(2):  # a second pass restarts from zero after a 416 on a bogus .part
+    for _attempt in range(2):  # a second pass restarts from zero after a 416 on a bogus .part
         offset = part.stat().st_size if part.exists() else 0
         if archive.size is not None and offset > archive.size:
             part.unlink()
@@ -328,7 +346,7 @@ def _download(archive: Archive, url: str, target: Path, *, timeout: float, progr
             ) from e
         except urllib.error.URLError as e:
             raise DownloadError(_manual_hint(archive, url, target, f"{e.reason}", part)) from e
-        except (TimeoutError, socket.timeout, ConnectionError, HTTPException, OSError) as e:
+        except (TimeoutError, ConnectionError, HTTPException, OSError) as e:
             raise DownloadError(
                 _manual_hint(archive, url, target, f"{type(e).__name__}: {e}", part)
             ) from e
@@ -552,7 +570,7 @@ def _check_choice(values: Iterable, allowed: Sequence, what: str) -> tuple:
 
 def ensure_div2k(
     root: Path | str,
-    scales: Sequence[int] = DIV2K_SCALES,
+    scales: Sequence[int] = SUPPORTED_SCALES,
     splits: Sequence[str] = DIV2K_SPLITS,
     *,
     hr: bool = True,
@@ -566,7 +584,7 @@ def ensure_div2k(
 
     ``root/DIV2K/DIV2K_{split}_HR`` and ``root/DIV2K/DIV2K_{split}_LR_bicubic/X{s}``.
     """
-    scales = _check_choice((int(s) for s in scales), DIV2K_SCALES, "DIV2K scale(s)")
+    scales = _check_choice((int(s) for s in scales), SUPPORTED_SCALES, "DIV2K scale(s)")
     splits = _check_choice(splits, DIV2K_SPLITS, "DIV2K split(s)")
     keys = []
     for split in splits:
@@ -583,7 +601,7 @@ def ensure_div2k(
 
 def ensure_benchmarks(
     root: Path | str,
-    names: Sequence[str] = BENCHMARK_NAMES,
+    names: Sequence[str] = DOWNLOADABLE_SETS,
     *,
     base_url: str | None = None,
     force: bool = False,
@@ -593,9 +611,9 @@ def ensure_benchmarks(
 ) -> Path:
     """Download/verify/extract EDSR's benchmark.tar; returns ``root / "benchmark"``.
 
-    ``root/benchmark/{name}/HR`` and ``root/benchmark/{name}/LR_bicubic/X{2,3,4}``.
+    ``root/benchmark/{name}/HR`` and ``root/benchmark/{name}/LR_bicubic/X{s}``.
     """
-    names = _check_choice(names, BENCHMARK_NAMES, "benchmark name(s)")
+    names = _check_choice(names, DOWNLOADABLE_SETS, "benchmark name(s)")
     ensure_archive(
         ARCHIVES["benchmark"],
         root,
@@ -619,9 +637,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     parser.add_argument("dataset", choices=("div2k", "benchmarks"))
     parser.add_argument("--root", type=Path, default=Path("data"), help="data root (default: ./data)")
-    parser.add_argument("--scales", type=int, nargs="+", default=list(DIV2K_SCALES), choices=DIV2K_SCALES)
+    parser.add_argument("--scales", type=int, nargs="+", default=list(SUPPORTED_SCALES), choices=SUPPORTED_SCALES)
     parser.add_argument("--splits", nargs="+", default=list(DIV2K_SPLITS), choices=DIV2K_SPLITS)
-    parser.add_argument("--names", nargs="+", default=list(BENCHMARK_NAMES), choices=BENCHMARK_NAMES)
+    parser.add_argument("--names", nargs="+", default=list(DOWNLOADABLE_SETS), choices=DOWNLOADABLE_SETS)
     parser.add_argument("--force", action="store_true", help="re-extract even if already present")
     parser.add_argument("--keep-archives", action="store_true", help="keep the archives after extraction")
     parser.add_argument(

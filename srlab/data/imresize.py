@@ -3,7 +3,7 @@
 Every SR paper builds its LR inputs with MATLAB ``imresize(HR, 1/s, 'bicubic')``
 and scores bicubic baselines with ``imresize(LR, s, 'bicubic')``. PIL, OpenCV
 and ``torch.nn.functional.interpolate`` use other kernels, no antialiasing or
-other border rules, so they are not interchangeable (DESIGN.md §3).
+other border rules, so they are not interchangeable (docs/protocol.md).
 
 Why not a library: the registry's ``bicubic-pytorch`` reproduces MATLAB's
 kernel but works in float and does not round between the two 1-D passes, so on

@@ -20,6 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from srlab.utils.files import atomic_write_bytes
+
 IMAGE_SUFFIXES = (".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp")
 
 
@@ -70,21 +72,15 @@ def read_image(path: str | os.PathLike) -> np.ndarray:
 
 
 def write_image(path: str | os.PathLike, img: np.ndarray) -> None:
-    """Write a uint8 RGB/grey array as PNG (or the suffix's format) atomically: temp file, then rename."""
+    """Write a uint8 RGB/grey array as PNG (or the suffix's format) atomically (srlab.utils.files)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if img.dtype != np.uint8:
         raise ValueError(f"{path}: write_image expects uint8, got {img.dtype}")
     bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR) if img.ndim == 3 else img
     ok, encoded = cv2.imencode(path.suffix or ".png", bgr)
     if not ok:
         raise OSError(f"{path}: could not encode the image")
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_bytes(encoded.tobytes())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_bytes(path, encoded.tobytes())
 
 
 def list_images(folder: str | os.PathLike) -> list[Path]:

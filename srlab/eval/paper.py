@@ -6,7 +6,7 @@ This module only loads and indexes them:
 
 - :func:`load_paper_tables` -- the whole file as a dict;
 - :func:`paper_value` -- one (PSNR, SSIM) cell of Tables II-V by benchmark,
-  scale and method;
+  scale and method; :func:`dataset_table` -- which of them reports a benchmark;
 - :func:`table1_rows` -- the U100 x4 ablation (Table I), in paper order;
 - :func:`table_rows` -- the rows of any table, named ``"table6"``, ``"VI"``, ``6``...
 
@@ -27,49 +27,26 @@ from typing import Any
 
 import yaml
 
+from srlab.data.benchmark import canonical_benchmark
+
 __all__ = [
-    "DATASETS",
-    "SCALES",
     "TABLES",
-    "canonical_dataset",
+    "dataset_table",
     "load_paper_tables",
     "paper_value",
+    "roman_numeral",
     "table1_rows",
     "table_rows",
 ]
 
 _RESOURCE = "paper_tables.yaml"
 TABLES: tuple[str, ...] = tuple(f"table{i}" for i in range(1, 8))
-
-# Canonical benchmark names (the spelling srlab's data code uses) and the table
-# of the paper that reports each one.
-_DATASET_TABLE: dict[str, str] = {
-    "Set5": "table2",
-    "Set14": "table3",
-    "B100": "table4",
-    "Urban100": "table5",
-}
-DATASETS: tuple[str, ...] = tuple(_DATASET_TABLE)
-SCALES: tuple[int, ...] = (2, 3, 4)
-
-# The paper itself writes "U100" and "BSD100 (B100)"; other SR code says
-# "BSDS100". Keys are normalised by _norm().
-_DATASET_ALIASES: dict[str, str] = {
-    "set5": "Set5",
-    "set14": "Set14",
-    "b100": "B100",
-    "bsd100": "B100",
-    "bsds100": "B100",
-    "urban100": "Urban100",
-    "u100": "Urban100",
-}
-
 _ROMAN = ("i", "ii", "iii", "iv", "v", "vi", "vii")
 
 
 def _norm(name: str) -> str:
-    # Case, spaces, hyphens and underscores carry no meaning in a benchmark or
-    # table name ("urban-100", "Table VI", "table_6"), so drop them.
+    # Case, spaces, hyphens and underscores carry no meaning in a method or
+    # table name ("LESRCNN-S", "Table VI", "table_6"), so drop them.
     return "".join(ch for ch in name.casefold() if ch not in " -_")
 
 
@@ -95,18 +72,27 @@ def load_paper_tables() -> dict[str, Any]:
     return copy.deepcopy(_load())
 
 
-def canonical_dataset(dataset: str) -> str:
-    """Canonical name (Set5, Set14, B100, Urban100) of a benchmark or its alias.
+def _benchmark_tables() -> dict[str, str]:
+    # {canonical set: table key} for Tables II-V, the tables with per-scale cells (their `scales` field).
+    data = _load()
+    return {data[t]["dataset"]: t for t in TABLES if "scales" in data[t]}
 
-    Raises ValueError, naming the valid datasets, for anything else.
+
+def dataset_table(dataset: str) -> str:
+    """The key (``table2`` ... ``table5``) of the paper's table for a benchmark set or its alias.
+
+    Raises ValueError for an unknown set, or a known one the paper does not report.
     """
-    canonical = _DATASET_ALIASES.get(_norm(str(dataset)))
-    if canonical is None:
-        raise ValueError(
-            f"unknown dataset {dataset!r}: the paper's Tables II-V cover "
-            f"{', '.join(DATASETS)} (aliases: U100 for Urban100, BSD100/BSDS100 for B100)"
-        )
-    return canonical
+    canonical = canonical_benchmark(dataset)
+    tables = _benchmark_tables()
+    if canonical not in tables:
+        raise ValueError(f"the paper's Tables II-V do not report {canonical}; they cover {', '.join(tables)}")
+    return tables[canonical]
+
+
+def roman_numeral(table: str | int) -> str:
+    """How the paper numbers a table: ``"table5"`` -> ``"V"``."""
+    return _ROMAN[int(_table_key(table).removeprefix("table")) - 1].upper()
 
 
 def _row_names(row: dict[str, Any]) -> set[str]:
@@ -124,25 +110,26 @@ def paper_value(dataset: str, scale: int, method: str = "HDSRNet") -> tuple[floa
     """(PSNR dB, SSIM) the paper reports for ``method`` on ``dataset`` at ``scale``.
 
     ``dataset`` is Set5, Set14, B100 or Urban100 (or an alias such as "U100",
-    "BSD100"); ``scale`` is 2, 3 or 4. Returns None where the paper has no
-    number: a cell printed "-" or a method missing from that dataset's table
-    (e.g. CSCN is not in Table V). A method that is in none of Tables II-V, an
-    unknown dataset or a scale other than 2/3/4 raises ValueError.
+    "BSD100"); ``scale`` one the table reports (2, 3 or 4). Returns None where
+    the paper has no number: a cell printed "-" or a method missing from that
+    dataset's table (e.g. CSCN is not in Table V). A method that is in none of
+    Tables II-V, an unknown dataset or another scale raises ValueError.
     """
-    table = _DATASET_TABLE[canonical_dataset(dataset)]
+    table = _load()[dataset_table(dataset)]
     # bool is an int subclass; True would otherwise be looked up as "x1".
-    if isinstance(scale, bool) or scale not in SCALES:
-        raise ValueError(f"unknown scale {scale!r}: the paper reports x2, x3 and x4")
-    data = _load()
+    if isinstance(scale, bool) or scale not in table["scales"]:
+        raise ValueError(
+            f"unknown scale {scale!r}: the paper reports " + ", ".join(f"x{s}" for s in table["scales"])
+        )
     key = _norm(method)
-    for row in data[table]["rows"]:
+    for row in table["rows"]:
         if key in _row_names(row):
             cell = row[f"x{scale}"]
             if cell is None:
                 return None
             return float(cell["psnr"]), float(cell["ssim"])
     # Distinguish "not reported on this benchmark" (None) from a typo (error).
-    all_rows = [r for t in _DATASET_TABLE.values() for r in data[t]["rows"]]
+    all_rows = [r for t in _benchmark_tables().values() for r in _load()[t]["rows"]]
     if any(key in _row_names(r) for r in all_rows):
         return None
     known = sorted({r["method"] for r in all_rows})

@@ -6,7 +6,8 @@
 - :func:`collect_table1` / :func:`table1`: Table I from a finished ablation
   multirun folder (one job folder per variant, as `train.py -m` writes them).
 - :class:`Table` with :func:`to_markdown`, :func:`to_csv`, :func:`to_latex`
-  and :func:`save_table`: one table model, three renderers, atomic writes.
+  and :func:`save_table`: one table model, three renderers, atomic writes
+  (:mod:`srlab.utils.files`).
 
 Tables VI and VII are measured in :mod:`srlab.eval.complexity`.
 """
@@ -18,19 +19,21 @@ import io
 import logging
 import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-from srlab.eval.paper import SCALES, canonical_dataset, load_paper_tables, table1_rows
+from srlab.data.benchmark import canonical_benchmark
+from srlab.eval.paper import dataset_table, load_paper_tables, roman_numeral, table1_rows
+from srlab.scales import SUPPORTED_SCALES
+from srlab.utils.files import atomic_write_text
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "Table",
-    "atomic_write_text",
     "benchmark_table",
     "collect_table1",
     "save_table",
@@ -38,39 +41,7 @@ __all__ = [
     "to_csv",
     "to_latex",
     "to_markdown",
-    "write_csv",
 ]
-
-_DATASET_TABLE = {
-    "Set5": ("table2", "II"),
-    "Set14": ("table3", "III"),
-    "B100": ("table4", "IV"),
-    "Urban100": ("table5", "V"),
-}
-
-
-# -- files -------------------------------------------------------------------------------------
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    """Write text to a temporary sibling, then rename: readers never see half a file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_csv(path: str | os.PathLike, rows: Iterable[dict], fieldnames: Sequence[str]) -> Path:
-    """Rows as CSV (None -> empty cell), written atomically."""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(fieldnames), lineterminator="\n")
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: ("" if row.get(k) is None else row.get(k)) for k in fieldnames})
-    return atomic_write_text(path, buffer.getvalue())
 
 
 # -- the table model and its renderers ---------------------------------------------------------
@@ -145,20 +116,21 @@ def _printed_method(row: dict) -> str:
 
 def _measured(results: Sequence[dict], model: str, dataset: str, scale: int) -> tuple[float, float] | None:
     for r in results:
-        if r["model"] == model and canonical_dataset(r["dataset"]) == dataset and int(r["scale"]) == scale:
+        if r["model"] == model and canonical_benchmark(r["dataset"]) == dataset and int(r["scale"]) == scale:
             return float(r["psnr"]), float(r["ssim"])
     return None
 
 
 def benchmark_table(dataset: str, results: Sequence[dict], model: str = "HDSRNet",
-                    scales: Sequence[int] = SCALES) -> Table:
+                    scales: Sequence[int] = SUPPORTED_SCALES) -> Table:
     """Table II/III/IV/V for `dataset`: the paper's rows, srlab's measured Bicubic and `model`, and the delta.
 
     `results` are rows of results.csv (model, dataset, scale, psnr, ssim). The
     delta row is measured `model` minus the paper's HDSRNet at each scale.
     """
-    dataset = canonical_dataset(dataset)
-    key, roman = _DATASET_TABLE[dataset]
+    dataset = canonical_benchmark(dataset)
+    key = dataset_table(dataset)
+    roman = roman_numeral(key)
     paper = load_paper_tables()[key]
     scale_cols = [f"×{s}" for s in scales]
     header = ["Dataset", "Methods", *scale_cols]
@@ -184,7 +156,7 @@ def benchmark_table(dataset: str, results: Sequence[dict], model: str = "HDSRNet
             deltas.append(f"{measured[0] - reference[0]:+.2f}/{measured[1] - reference[1]:+.4f}")
     rows.append(["", f"Δ {model} (srlab) − HDSRNet (paper)", *deltas])
     notes = [f"Paper rows: Tian et al. 2024, Table {roman}. srlab rows: this run, Y channel, shave = scale, "
-             "MATLAB-bicubic LR (DESIGN.md §3)."]
+             "MATLAB-bicubic LR (docs/protocol.md)."]
     return Table(key, f"TABLE {roman}: {paper['caption']}", header, rows, notes)
 
 

@@ -1,4 +1,4 @@
-"""PSNR / SSIM exactly as SR papers score them (DESIGN.md §3), built on torchmetrics.
+"""PSNR / SSIM exactly as SR papers score them (docs/protocol.md), built on torchmetrics.
 
 Protocol: quantise SR to uint8 values, convert to Y (BT.601, 16..235) — or use
 the luma of a grey image directly —, shave `scale` pixels per border, then PSNR
@@ -46,7 +46,9 @@ def shave(img: torch.Tensor, border: int) -> torch.Tensor:
     return img[..., border:-border, border:-border] if border > 0 else img
 
 
-def prepare_for_scoring(sr: torch.Tensor, hr: torch.Tensor, scale: int, grey=False) -> tuple[torch.Tensor, torch.Tensor]:
+def prepare_for_scoring(
+    sr: torch.Tensor, hr: torch.Tensor, scale: int, grey=False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Quantise SR, bring both to Y (float64) and shave `scale` pixels from every border."""
     if sr.shape != hr.shape:
         raise ValueError(f"SR shape {tuple(sr.shape)} differs from HR shape {tuple(hr.shape)}")
@@ -83,7 +85,9 @@ def ssim_valid(x: torch.Tensor, y: torch.Tensor, data_range: float = 255.0, size
     return ssim_map.flatten(1).mean(dim=1)
 
 
-def psnr_ssim_per_image(sr: torch.Tensor, hr: torch.Tensor, scale: int, grey=False) -> tuple[torch.Tensor, torch.Tensor]:
+def psnr_ssim_per_image(
+    sr: torch.Tensor, hr: torch.Tensor, scale: int, grey=False
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-image PSNR (dB) and SSIM, each of shape (N,), float64."""
     sr_y, hr_y = prepare_for_scoring(sr, hr, scale, grey)
     psnr = peak_signal_noise_ratio(sr_y, hr_y, data_range=255.0, reduction="none", dim=(1, 2, 3))

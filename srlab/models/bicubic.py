@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from srlab.data.imresize import imresize_torch
-from srlab.models.common import check_scale
+from srlab.scales import check_scale
 
 
 class Bicubic(nn.Module):

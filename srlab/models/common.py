@@ -9,13 +9,6 @@ from torch import nn
 
 # DIV2K RGB mean on the [0, 1] scale, used by EDSR-family models (HDSRNet included).
 DIV2K_RGB_MEAN = (0.4488, 0.4371, 0.4040)
-SUPPORTED_SCALES = (2, 3, 4)
-
-
-def check_scale(scale: int, supported: tuple[int, ...] = SUPPORTED_SCALES) -> int:
-    if scale not in supported:
-        raise ValueError(f"scale={scale!r} is not supported; choose one of {list(supported)}")
-    return int(scale)
 
 
 class MeanShift(nn.Module):
@@ -29,13 +22,14 @@ class MeanShift(nn.Module):
         return x + self.shift
 
 
-def conv3x3(in_channels: int, out_channels: int, bias: bool = False, dilation: int = 1) -> nn.Conv2d:
+def conv3x3(in_channels: int, out_channels: int, *, bias: bool, dilation: int = 1) -> nn.Conv2d:
+    """3x3 'same' convolution; `bias` has no default because HDSRNet's convs have none and HRN's have one."""
     return nn.Conv2d(in_channels, out_channels, 3, padding=dilation, dilation=dilation, bias=bias)
 
 
 def conv_relu(in_channels: int, out_channels: int, dilation: int = 1) -> nn.Sequential:
     """Bias-free 3x3 Conv + ReLU; a Sequential so state-dict keys read `<name>.0.weight` as in the reference."""
-    return nn.Sequential(conv3x3(in_channels, out_channels, dilation=dilation), nn.ReLU(inplace=True))
+    return nn.Sequential(conv3x3(in_channels, out_channels, bias=False, dilation=dilation), nn.ReLU(inplace=True))
 
 
 class SubPixelUpsampler(nn.Sequential):
@@ -59,7 +53,7 @@ class ConstructionBlock(nn.Module):
     def __init__(self, scale: int, channels: int = 64, out_channels: int = 3):
         super().__init__()
         self.upsample = SubPixelUpsampler(scale, channels)
-        self.to_rgb = conv3x3(channels, out_channels)
+        self.to_rgb = conv3x3(channels, out_channels, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.to_rgb(self.upsample(x))

@@ -2,7 +2,7 @@
 
 Each sample gets its own 3x3 kernel, the softmax(logits / T)-weighted sum of K
 kernels (and biases). Shapes and init follow the HDSRNet reference so the
-authors' checkpoints load unchanged (see DESIGN.md §1).
+authors' checkpoints load unchanged (docs/architecture.md).
 """
 
 from __future__ import annotations
@@ -89,7 +89,8 @@ class DynamicConv2d(nn.Module):
         weight, bias = self.aggregate(self.attention(x))
         if batch == 1:
             # One sample: a plain convolution keeps the input's memory format.
-            return F.conv2d(x, weight[0], None if bias is None else bias[0], padding=self.padding, dilation=self.dilation)
+            bias0 = None if bias is None else bias[0]
+            return F.conv2d(x, weight[0], bias0, padding=self.padding, dilation=self.dilation)
         # Folding the batch into channels is a view only for NCHW: a channels_last batch is folded by
         # one copy, and its output goes back to channels_last so the layers after it stay NHWC.
         channels_last = not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
@@ -109,7 +110,9 @@ class DynamicConv2d(nn.Module):
         """Reference path: one convolution per sample (used by tests to check the batched path)."""
         weight, bias = self.aggregate(self.attention(x))
         outs = [
-            F.conv2d(x[i : i + 1], weight[i], None if bias is None else bias[i], padding=self.padding, dilation=self.dilation)
+            F.conv2d(
+                x[i : i + 1], weight[i], None if bias is None else bias[i], padding=self.padding, dilation=self.dilation
+            )
             for i in range(x.shape[0])
         ]
         return torch.cat(outs, dim=0)

@@ -1,7 +1,7 @@
 """HDSRNet (Tian et al., 2024) and its Table I ablation variants as flags of one class.
 
-Architecture facts: DESIGN.md §1. Output = CB(HUNet(x) * SLNet(x)) around a frozen
-mean shift, where HUNet = Conv+ReLU then five heterogeneous blocks
+Architecture facts and parameter counts: docs/architecture.md. Output = CB(HUNet(x) * SLNet(x))
+around a frozen mean shift, where HUNet = Conv+ReLU then five heterogeneous blocks
 HB(x) = CR(DyCR(DiCR(x))) + x, and SLNet = 16 Conv+ReLU with symmetric
 residual links (1,16) (2,15) ... (8,9).
 """
@@ -13,8 +13,9 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from srlab.models.common import ConstructionBlock, MeanShift, check_scale, conv_relu
+from srlab.models.common import ConstructionBlock, MeanShift, conv_relu
 from srlab.models.dynamic_conv import DynamicConv2d
+from srlab.scales import check_scale
 
 LAYER_KINDS = ("dilated", "dynamic", "plain")
 
@@ -123,7 +124,9 @@ class SymmetricLowerNet(nn.Module):
         super().__init__()
         if depth % 2:
             raise ValueError(f"the symmetric lower network needs an even depth, got {depth}")
-        self.layers = nn.ModuleList([conv_relu(3, channels)] + [conv_relu(channels, channels) for _ in range(depth - 1)])
+        self.layers = nn.ModuleList(
+            [conv_relu(3, channels)] + [conv_relu(channels, channels) for _ in range(depth - 1)]
+        )
         self.residual = residual
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,7 +148,7 @@ class HDSRNet(nn.Module):
     """Heterogeneous dynamic convolutional network for SISR; RGB in [0, 255] in and out.
 
     Args:
-        scale: upscaling factor (2, 3 or 4).
+        scale: upscaling factor, one of `srlab.scales.SUPPORTED_SCALES`.
         variant: a Table I row name (see `VARIANTS`); "full" is the published model.
         channels: feature width (64 in the paper).
         num_blocks: heterogeneous blocks in the upper net (5).
@@ -181,13 +184,6 @@ class HDSRNet(nn.Module):
         if self.lower is not None:
             features = features * self.lower(x)  # Eq. 1: element-wise product fusion
         return self.add_mean(self.construct(features))
-
-    @classmethod
-    def from_reference_checkpoint(cls, path_or_state_dict, scale: int, variant: str = "full", **kwargs) -> HDSRNet:
-        """The authors' released weights (`HDSRNet_x4.pt`, ...) as an srlab model; see srlab.models.reference."""
-        from srlab.models.reference import from_reference_checkpoint  # lazy: reference.py imports this module
-
-        return from_reference_checkpoint(path_or_state_dict, scale, variant, **kwargs)
 
     def dynamic_convs(self) -> list[DynamicConv2d]:
         return [m for m in self.modules() if isinstance(m, DynamicConv2d)]

@@ -15,8 +15,8 @@ import math
 import torch
 from torch import nn
 
-from srlab.models.common import DIV2K_RGB_MEAN, SubPixelUpsampler, check_scale
-
+from srlab.models.common import DIV2K_RGB_MEAN, SubPixelUpsampler, conv3x3
+from srlab.scales import check_scale
 
 # --------------------------------------------------------------------------- DCT
 
@@ -50,10 +50,6 @@ def idct2(coeffs: torch.Tensor) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------ building blocks
-
-
-def conv3x3(in_channels: int, out_channels: int) -> nn.Conv2d:
-    return nn.Conv2d(in_channels, out_channels, 3, padding=1)
 
 
 def conv1x1(in_channels: int, out_channels: int) -> nn.Conv2d:
@@ -100,9 +96,9 @@ class WRAB(nn.Module):
     def __init__(self, channels: int, expansion: int = 4, reduction: int = 16):
         super().__init__()
         self.body = nn.Sequential(
-            conv3x3(channels, channels * expansion),
+            conv3x3(channels, channels * expansion, bias=True),
             nn.ReLU(inplace=True),
-            conv3x3(channels * expansion, channels),
+            conv3x3(channels * expansion, channels, bias=True),
             CoordinateAttention(channels, reduction),
         )
 
@@ -188,12 +184,12 @@ class HRN(nn.Module):
         super().__init__()
         self.scale = check_scale(scale)
         self.register_buffer("rgb_mean", torch.tensor(rgb_mean).view(1, 3, 1, 1) * rgb_range)
-        self.head = conv3x3(3, n_feats)
+        self.head = conv3x3(3, n_feats, bias=True)
         self.body = nn.Sequential(
             *(DEM(n_feats, n_blocks, n_freq_blocks, expansion, reduction) for _ in range(n_groups)),
-            conv3x3(n_feats, n_feats),
+            conv3x3(n_feats, n_feats, bias=True),
         )
-        self.tail = nn.Sequential(SubPixelUpsampler(self.scale, n_feats), conv3x3(n_feats, 3))
+        self.tail = nn.Sequential(SubPixelUpsampler(self.scale, n_feats), conv3x3(n_feats, 3, bias=True))
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         shallow = self.head(lr - self.rgb_mean)

@@ -1,6 +1,6 @@
 """Loads the authors' released HDSRNet weights (`HDSRNet_x{2,3,4}.pt`) into srlab's HDSRNet, and back.
 
-The reference code numbers its layers instead of nesting them (DESIGN.md §1, issue 3):
+The reference code numbers its layers instead of nesting them (key layout: docs/architecture.md):
 
     Block.conv1                 upper head Conv+ReLU          -> upper.head
     Block.conv2 ... conv16      upper blocks, in order         -> upper.blocks.<b>.layers.<i>
@@ -25,8 +25,8 @@ from pathlib import Path
 
 import torch
 
-from srlab.models.common import SUPPORTED_SCALES
 from srlab.models.hdsrnet import HDSRNet
+from srlab.scales import SUPPORTED_SCALES
 
 # Nested checkpoints ({"model": sd}, Lightning's {"state_dict": sd}) and DataParallel / wrapper prefixes.
 WRAPPER_KEYS = ("model", "state_dict")

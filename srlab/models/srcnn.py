@@ -38,8 +38,8 @@ class SRCNN(nn.Module):
             for c_in, c_out, k in zip(widths[:-1], widths[1:], kernel_sizes)
         )
         self.relu = nn.ReLU(inplace=True)
-        # Initialisation: the seed notes do not specify one, so PyTorch's default conv init is kept
-        # (the paper's Gaussian std 1e-3 was tuned for its SGD schedule, not for the suite's Adam recipe).
+        # Initialisation: PyTorch's default conv init (docs/baselines.md); the paper's Gaussian std 1e-3
+        # was tuned for its SGD schedule, not for the suite's Adam recipe (docs/recipe.md).
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         # SRCNN's only pre-processing: MATLAB-compatible bicubic upscaling. Unquantised, so the float

@@ -1,10 +1,10 @@
 """Checkpoint writes that a crash, a SIGKILL or a full disk can never turn into a corrupt checkpoint.
 
-`AtomicCheckpointIO` is Lightning's `TorchCheckpointIO` with a safer save:
-serialise into a hidden temporary file in the checkpoint's own folder, flush and
-fsync it, then `os.replace` it over the target and fsync the folder. A reader
-therefore sees either the previous complete file or the new complete file,
-never a partial one. (Lightning's own atomic save stages the file in the
+`AtomicCheckpointIO` is Lightning's `TorchCheckpointIO` with a safer save
+(`srlab.utils.files.atomic_open`): serialise into a hidden temporary file in the
+checkpoint's own folder, flush and fsync it, then `os.replace` it over the
+target and fsync the folder. A reader therefore sees either the previous
+complete file or the new complete file, never a partial one. (Lightning's own atomic save stages the file in the
 system temp folder and moves it without fsync; a move across file systems is a
 plain copy, so a kill mid-copy leaves a truncated checkpoint.)
 
@@ -28,6 +28,8 @@ from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+from srlab.utils.files import atomic_open
 
 TEMP_SUFFIX = ".partial"
 
@@ -67,27 +69,6 @@ def remove_stale_temp_files(folder: Path) -> list[Path]:
     return removed
 
 
-def _fsync_folder(folder: Path) -> None:
-    """Make the rename itself durable; some file systems cannot open a folder for this, which is harmless."""
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def _discard(temp: Path) -> None:
-    try:
-        temp.unlink(missing_ok=True)
-    except OSError:  # e.g. its folder is not a folder: then there is nothing to remove
-        pass
-
-
 def _reason(err: OSError, target: Path) -> str:
     if err.errno == errno.ENOSPC:
         return "no space left on the device"
@@ -103,30 +84,21 @@ def _reason(err: OSError, target: Path) -> str:
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """`torch.save(obj, path)` through a temp file in the same folder, fsync and `os.replace`."""
+    """`torch.save(obj, path)` through a temp file in the same folder, fsync and `os.replace` (srlab.utils.files).
+
+    Any failure (also a serialisation error or KeyboardInterrupt) removes the temporary file.
+    """
     target = Path(path)
-    folder = target.parent
-    temp = temp_path_for(target)
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        with open(temp, "wb") as fh:
+        with atomic_open(target, temp=temp_path_for(target)) as fh:
             torch.save(obj, fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(temp, target)
     except OSError as err:
-        _discard(temp)
         raise CheckpointWriteError(
             err.errno,
             f"could not save checkpoint {target}: {_reason(err, target)}; "
-            f"earlier checkpoints in {folder} were left as they were",
+            f"earlier checkpoints in {target.parent} were left as they were",
         ) from err
-    except BaseException:
-        # Serialisation errors, KeyboardInterrupt...: never leave a partial file behind either.
-        _discard(temp)
-        raise
-    _fsync_folder(folder)
-    remove_stale_temp_files(folder)
+    remove_stale_temp_files(target.parent)
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):

@@ -1,44 +1,37 @@
-"""What `train.py` does, as a reusable function: build everything from the config, fit, summarise.
+"""The train task (what `train.py` runs): build everything from the config, fit, summarise.
 
-`train(cfg)` reads top to bottom; the helpers above it hold the details that scaling
-out needs: which checkpoint `ckpt_path=last` means, the W&B run identity (its id is
-kept in the run folder so a resumed run continues the same W&B run; a multirun's jobs
-share one W&B group, the sweep), and keeping DDP's child processes inside their
-Hydra multirun job.
+`train(cfg)` reads top to bottom; the helpers above it hold the details that scaling out
+needs: which checkpoint `ckpt_path=last` means and keeping DDP's child processes inside
+their Hydra multirun job. Loggers (and the W&B run identity) are built by
+`srlab.tasks.loggers`; config mistakes are caught first by `srlab.tasks.checks`.
 """
 
 from __future__ import annotations
 
 import logging
-import netrc
-import os
 import signal
 import sys
 import warnings
 from pathlib import Path
-from urllib.parse import urlparse
 
 import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
-from hydra.types import RunMode
-from lightning.pytorch.loggers import Logger, WandbLogger
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from lightning.pytorch.utilities.exceptions import SIGTERMException
-from omegaconf import DictConfig, OmegaConf, read_write
+from omegaconf import DictConfig, read_write
 from rich.console import Console
 from rich.table import Table
 
-from srlab.eval.evaluate import mean_scores, score_dataset
-from srlab.eval.report import atomic_write_text, write_csv
+from srlab.eval.scoring import mean_scores, score_dataset
 from srlab.models.bicubic import Bicubic
 from srlab.module import SRModule
-from srlab.utils.checks import LIGHTNING_CKPT_KEYWORDS, resolve_ckpt_path, validate_config
+from srlab.tasks.checks import LIGHTNING_CKPT_KEYWORDS, resolve_ckpt_path, validate_config
+from srlab.tasks.loggers import finish_wandb, instantiate_loggers, log_config, multirun_sweep_dir, prepare_wandb_env
+from srlab.utils.files import write_csv
 
 log = logging.getLogger(__name__)
-
-WANDB_ID_FILE = "wandb_id.txt"
 
 
 def instantiate_group(cfg: DictConfig | None) -> list:
@@ -58,101 +51,6 @@ def checkpoint_to_resume(cfg: DictConfig) -> str | None:
         return ckpt_path
     path = resolve_ckpt_path(cfg)
     return None if path is None else str(path)
-
-
-# -- W&B ------------------------------------------------------------------------------------------
-def is_wandb(logger_cfg: DictConfig) -> bool:
-    return "WandbLogger" in str(logger_cfg.get("_target_", ""))
-
-
-def has_wandb_credentials() -> bool:
-    """An API key in WANDB_API_KEY, or the ~/.netrc entry that `wandb login` writes for the W&B host."""
-    if os.environ.get("WANDB_API_KEY"):
-        return True
-    host = urlparse(os.environ.get("WANDB_BASE_URL", "https://api.wandb.ai")).hostname
-    try:
-        return netrc.netrc().authenticators(host) is not None
-    except (OSError, netrc.NetrcParseError):
-        return False
-
-
-def prepare_wandb_env(cfg: DictConfig) -> None:
-    """W&B runs offline when there is no API key, so `logger=wandb` never needs the network."""
-    uses_wandb = any(is_wandb(c) for c in (cfg.get("logger") or {}).values() if c)
-    if uses_wandb and "WANDB_MODE" not in os.environ and not has_wandb_credentials():
-        os.environ["WANDB_MODE"] = "offline"
-        log.info("W&B: no WANDB_API_KEY, logging offline (sync later with `wandb sync`)")
-
-
-def multirun_sweep_dir() -> Path | None:
-    """The sweep folder when this process runs a job of a Hydra multirun, else None."""
-    if not HydraConfig.initialized() or HydraConfig.get().mode != RunMode.MULTIRUN:
-        return None
-    return Path(HydraConfig.get().sweep.dir)
-
-
-def relative_name(path: Path, root: str | os.PathLike) -> str:
-    """`path` relative to `root` when inside it (e.g. 'multirun/2026-01-31/12-00-00'), else its last part."""
-    try:
-        return Path(path).resolve().relative_to(Path(root).resolve()).as_posix()
-    except ValueError:
-        return Path(path).name
-
-
-def read_wandb_id(run_dir: str | os.PathLike) -> str | None:
-    path = Path(run_dir) / WANDB_ID_FILE
-    if not path.is_file():
-        return None
-    return path.read_text().strip() or None
-
-
-def wandb_identity(cfg: DictConfig, logger_cfg: DictConfig, output_dir: Path) -> dict:
-    """id/resume/group/name for a WandbLogger; values set in the logger config win.
-
-    Resuming (`ckpt_path` with a `resume_dir` that recorded a W&B id) continues that W&B
-    run; a multirun's jobs join one group named after the sweep folder.
-    """
-    identity: dict = {}
-    resumed_id = read_wandb_id(cfg.resume_dir) if cfg.get("ckpt_path") and cfg.get("resume_dir") else None
-    if resumed_id and not logger_cfg.get("id"):
-        identity.update(id=resumed_id, resume="allow")
-        log.info("W&B: resuming run %s recorded in %s", resumed_id, cfg.resume_dir)
-    sweep_dir = multirun_sweep_dir()
-    if sweep_dir is not None and not logger_cfg.get("group"):
-        identity["group"] = relative_name(sweep_dir, cfg.paths.log_dir)
-    if not logger_cfg.get("name"):
-        identity["name"] = relative_name(output_dir, sweep_dir or cfg.paths.log_dir)
-    return identity
-
-
-def instantiate_loggers(cfg: DictConfig, output_dir: Path) -> list[Logger]:
-    """Loggers from `cfg.logger`; a WandbLogger also gets its run identity (`wandb_identity`)."""
-    loggers = []
-    for logger_cfg in (cfg.get("logger") or {}).values():
-        if logger_cfg is None or "_target_" not in logger_cfg:
-            continue
-        identity = wandb_identity(cfg, logger_cfg, output_dir) if is_wandb(logger_cfg) else {}
-        loggers.append(hydra.utils.instantiate(logger_cfg, **identity))
-    return loggers
-
-
-def log_config(loggers: list[Logger], cfg: DictConfig, trainer: L.Trainer, output_dir: Path) -> None:
-    """Sends the resolved config to every logger; records the W&B run id in the run folder (rank 0)."""
-    resolved = OmegaConf.to_container(cfg, resolve=True)
-    for logger in loggers:
-        logger.log_hyperparams(resolved)  # creates the W&B run on rank 0
-        if isinstance(logger, WandbLogger) and trainer.is_global_zero:
-            atomic_write_text(output_dir / WANDB_ID_FILE, f"{logger.version}\n")
-
-
-def finish_wandb(failed: bool) -> None:
-    """Closes the W&B run, so the next job of a multirun starts its own instead of appending to this one."""
-    if "wandb" not in sys.modules:
-        return
-    import wandb
-
-    if wandb.run is not None:
-        wandb.finish(exit_code=1 if failed else 0)
 
 
 # -- DDP under Hydra ----------------------------------------------------------------------------------
@@ -192,8 +90,9 @@ def summarise(module: SRModule, datamodule, output_dir: Path, console: Console |
     for col in ("dataset", "images", "model", "bicubic", "gain (dB)"):
         table.add_column(col)
     for r in rows:
+        gain = r["model_psnr"] - r["bicubic_psnr"]
         table.add_row(r["dataset"], str(r["images"]), f"{r['model_psnr']:.2f} / {r['model_ssim']:.4f}",
-                      f"{r['bicubic_psnr']:.2f} / {r['bicubic_ssim']:.4f}", f"{r['model_psnr'] - r['bicubic_psnr']:+.2f}")
+                      f"{r['bicubic_psnr']:.2f} / {r['bicubic_ssim']:.4f}", f"{gain:+.2f}")
     (console or Console()).print(table)
     write_csv(output_dir / "summary.csv", rows, list(rows[0]))
     return rows
@@ -234,6 +133,11 @@ def train(cfg: DictConfig) -> dict[str, float]:
     finally:
         finish_wandb(failed)
     return metrics
+
+
+def main_metric(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
+    """The value a Hydra sweeper optimises: `metrics[cfg.optimized_metric]`, or None when unset or not logged."""
+    return metrics.get(cfg.get("optimized_metric") or "", None)
 
 
 def summarise_best(trainer: L.Trainer, module: SRModule, datamodule, output_dir: Path) -> list[dict]:

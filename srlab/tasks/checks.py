@@ -38,8 +38,8 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import DictConfig, OmegaConf
 
-from srlab.data.datasets import check_patch_size
-from srlab.module.sr_module import LOSSES, build_model
+from srlab.module import LOSSES
+from srlab.scales import SUPPORTED_SCALES
 
 # Lightning's own ckpt_path keywords, resolved by the Trainer (not files).
 LIGHTNING_CKPT_KEYWORDS = ("best", "hpc", "registry")
@@ -47,6 +47,10 @@ LIGHTNING_CKPT_KEYWORDS = ("best", "hpc", "registry")
 
 class ConfigError(ValueError):
     """A run config that cannot work; the one-line message names the key, the value and the fix."""
+
+
+class EvalError(ConfigError):
+    """A configuration or input problem; eval.py prints its message as one line and exits non-zero."""
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -113,7 +117,8 @@ def check_targets(cfg: DictConfig) -> None:
 def _scale(cfg: DictConfig) -> int:
     scale = cfg.model.get("scale")
     if isinstance(scale, bool) or not isinstance(scale, int) or scale < 2:
-        raise ConfigError(f"model.scale={scale!r} must be an integer upscaling factor of at least 2 (2, 3 or 4)")
+        raise ConfigError(f"model.scale={scale!r} must be an integer upscaling factor of at least 2 "
+                          f"({', '.join(map(str, SUPPORTED_SCALES[:-1]))} or {SUPPORTED_SCALES[-1]})")
     return scale
 
 
@@ -122,7 +127,7 @@ def check_model(cfg: DictConfig) -> None:
     _scale(cfg)
     try:
         with torch.device("meta"):  # the model's own checks run; no weights are allocated or initialised
-            build_model(model_cfg)
+            hydra.utils.instantiate(model_cfg)
     except Exception as err:
         raise ConfigError(f"model ({model_cfg['_target_']}): {_one_line(_cause(err))}") from err
 
@@ -137,19 +142,15 @@ def check_data(cfg: DictConfig) -> None:
             f"data.scale={data.scale} but model.scale={scale}; they must match "
             "(data.scale defaults to ${model.scale})"
         )
-    for key in ("batch_size", "steps_per_epoch"):
-        value = data.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-            raise ConfigError(f"data.{key}={value!r} must be an integer of at least 1")
-    if data.get("patch_size") is not None:
-        try:
-            check_patch_size(data.patch_size, scale)
-        except ValueError as err:
-            raise ConfigError(f"data.{err}") from err
     try:
-        hydra.utils.instantiate(data)  # constructors check names and ranges; none reads a file
+        hydra.utils.instantiate(data)  # constructors check their own arguments; none reads a file
     except Exception as err:
-        raise ConfigError(f"data ({data.get('_target_')}): {_one_line(_cause(err))}") from err
+        message = _one_line(_cause(err))
+        # A constructor's message that starts with one of its arguments (`patch_size=32 ...`) names that key.
+        key = message.split("=", 1)[0]
+        if "=" in message and key in data:
+            raise ConfigError(f"data.{message}") from err
+        raise ConfigError(f"data ({data.get('_target_')}): {message}") from err
 
 
 def check_module(cfg: DictConfig) -> None:

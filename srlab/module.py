@@ -21,10 +21,6 @@ from srlab.utils.perf import apply_speed_options, channels_last_input
 LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
 
 
-def build_model(model_cfg: DictConfig | dict) -> nn.Module:
-    return hydra.utils.instantiate(model_cfg)
-
-
 class SRModule(L.LightningModule):
     """L1 training; per-dataset PSNR/SSIM on Y (shave = scale) logged as `val/<Dataset>/psnr|ssim`.
 
@@ -60,7 +56,7 @@ class SRModule(L.LightningModule):
         )
         self.save_hyperparameters()
         self.model = apply_speed_options(
-            build_model(model), channels_last, compile, {"mode": compile_mode}, narrow_convs
+            hydra.utils.instantiate(model), channels_last, compile, {"mode": compile_mode}, narrow_convs
         )
         self.channels_last = channels_last
         self.scale = int(getattr(self.model, "scale", model.get("scale")))
@@ -87,7 +83,8 @@ class SRModule(L.LightningModule):
         if not self.hparams.scheduler:
             return optimizer
         scheduler = hydra.utils.instantiate(self.hparams.scheduler, optimizer=optimizer)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": self.hparams.scheduler_interval}}
+        interval = self.hparams.scheduler_interval
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": interval}}
 
     # -- validation / test ---------------------------------------------------------------
     def setup(self, stage: str) -> None:
@@ -105,9 +102,6 @@ class SRModule(L.LightningModule):
     def validation_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
         return self._eval_step(batch, dataloader_idx)
 
-    def test_step(self, batch: dict, batch_idx: int, dataloader_idx: int = 0) -> torch.Tensor:
-        return self._eval_step(batch, dataloader_idx)
-
     def _log_eval(self, prefix: str) -> None:
         for i, (name, metric) in enumerate(zip(self.val_names, self.val_metrics)):
             scores = metric.compute()  # reduced across ranks by torchmetrics (sums, so exact)
@@ -119,6 +113,3 @@ class SRModule(L.LightningModule):
 
     def on_validation_epoch_end(self) -> None:
         self._log_eval("val")
-
-    def on_test_epoch_end(self) -> None:
-        self._log_eval("test")
