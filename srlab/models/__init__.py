@@ -18,11 +18,13 @@ from srlab.models.bicubic import Bicubic
 from srlab.models.dynamic_conv import DynamicConv2d
 from srlab.models.hdsrnet import VARIANTS, HDSRNet, VariantSpec
 from srlab.models.hrn import HRN
+from srlab.models.hrn_reference import HRNReference, load_reference_hrn
 from srlab.models.reference import from_reference_checkpoint, load_reference_hdsrnet, to_reference_state_dict
 from srlab.models.srcnn import SRCNN
 
 __all__ = [
     "HRN",
+    "HRNReference",
     "SRCNN",
     "VARIANTS",
     "Bicubic",
@@ -31,5 +33,6 @@ __all__ = [
     "VariantSpec",
     "from_reference_checkpoint",
     "load_reference_hdsrnet",
+    "load_reference_hrn",
     "to_reference_state_dict",
 ]
