@@ -6,19 +6,66 @@ here, so a checkpoint holds everything `SRModule.load_from_checkpoint` needs.
 
 from __future__ import annotations
 
+from fnmatch import fnmatchcase
 from typing import Any
 
 import hydra
 import lightning as L
 import torch
 import torch.nn.functional as F
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, ListConfig, OmegaConf
 from torch import nn
 
 from srlab.metrics.sr_metrics import SRMetrics
 from srlab.utils.perf import apply_speed_options, channels_last_input
+from srlab.utils.safe_load import guarded_load
 
 LOSSES = {"l1": F.l1_loss, "mse": F.mse_loss}
+EXAMPLE_LR_SIZE = 16  # side of the model summary's example input (LR px)
+
+
+def central_region(target: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """The centred `size` (H, W) window of `target`: the loss region of a model whose valid convolutions shrink it."""
+    (height, width), (out_h, out_w) = target.shape[-2:], size
+    if (out_h, out_w) == (height, width):
+        return target
+    if out_h > height or out_w > width or (height - out_h) % 2 or (width - out_w) % 2:
+        raise ValueError(f"model output {out_w}x{out_h} cannot be centred in the target {width}x{height}")
+    top, left = (height - out_h) // 2, (width - out_w) // 2
+    return target[..., top : top + out_h, left : left + out_w]
+
+
+def parameter_groups(model: nn.Module, groups: list[dict] | None, lr: float | None) -> list[dict]:
+    """Optimiser parameter groups from `module.param_groups` (per-layer learning rates).
+
+    Each entry is ``{params: <glob or list of globs on the model's parameter names>, lr_scale: <x optimizer.lr>,
+    <any other optimiser option for that group>}``; a parameter joins the first entry whose glob
+    matches it, the rest stay in the first group with the optimiser's own settings. A glob that
+    matches nothing is an error listing the parameter names, so a typo never trains silently at one lr.
+    """
+    named = list(model.named_parameters())
+    if not groups:
+        return [{"params": [p for _, p in named]}]
+    taken: set[str] = set()
+    built = []
+    for i, group in enumerate(groups):
+        options = dict(group)
+        patterns = options.pop("params", None)
+        patterns = [patterns] if isinstance(patterns, str) else list(patterns or [])
+        if not patterns:
+            raise ValueError(f"module.param_groups[{i}] has no `params` glob (e.g. 'convs.2.*')")
+        members = [(n, p) for n, p in named if n not in taken and any(fnmatchcase(n, g) for g in patterns)]
+        if not members:
+            raise ValueError(f"module.param_groups[{i}].params={patterns} matches no parameter of "
+                             f"{type(model).__name__}; its parameters: {', '.join(n for n, _ in named)}")
+        if "lr_scale" in options:
+            if lr is None:
+                raise ValueError(f"module.param_groups[{i}].lr_scale needs module.optimizer.lr")
+            options["lr"] = lr * float(options.pop("lr_scale"))
+        taken.update(n for n, _ in members)
+        built.append({"params": [p for _, p in members], **options})
+    rest = [p for n, p in named if n not in taken]
+    return ([{"params": rest}] if rest else []) + built
 
 
 class SRModule(L.LightningModule):
@@ -46,13 +93,14 @@ class SRModule(L.LightningModule):
         narrow_convs: bool = False,
         compile: bool = False,
         compile_mode: str | None = None,
+        param_groups: list[dict] | None = None,
     ):
         super().__init__()
         if loss not in LOSSES:
             raise ValueError(f"unknown loss {loss!r}; valid names: {', '.join(LOSSES)}")
-        model, optimizer, scheduler = (
-            OmegaConf.to_container(c, resolve=True) if isinstance(c, DictConfig) else c
-            for c in (model, optimizer, scheduler)
+        model, optimizer, scheduler, param_groups = (
+            OmegaConf.to_container(c, resolve=True) if isinstance(c, DictConfig | ListConfig) else c
+            for c in (model, optimizer, scheduler, param_groups)
         )
         self.save_hyperparameters()
         self.model = apply_speed_options(
@@ -63,6 +111,20 @@ class SRModule(L.LightningModule):
         self.loss_fn = LOSSES[loss]
         self.val_names: list[str] = []
         self.val_metrics = nn.ModuleList()
+        # A tiny LR image for Lightning's model summary, which runs it once at setup to fill its FLOPs and
+        # In/Out sizes columns (FLOPs of this 16x16 input). Not with compile: it would compile the model there.
+        self.example_input_array = None if compile else torch.zeros(1, 3, EXAMPLE_LR_SIZE, EXAMPLE_LR_SIZE)
+
+    @classmethod
+    def load_from_checkpoint(cls, checkpoint_path, map_location=None, hparams_file=None, strict=None,
+                             weights_only: bool | None = None, **kwargs: Any) -> SRModule:
+        """Lightning's loader, weights-only unless `weights_only=False` or the file is trusted (srlab.utils.safe_load).
+
+        A file whose pickle would run code raises `UnsafeCheckpointError` naming it and the global it asked for.
+        """
+        with guarded_load(checkpoint_path, weights_only) as weights_only:
+            return super().load_from_checkpoint(checkpoint_path, map_location, hparams_file, strict, weights_only,
+                                                **kwargs)
 
     def forward(self, lr: torch.Tensor) -> torch.Tensor:
         return self.model(self.layout(lr))
@@ -73,13 +135,20 @@ class SRModule(L.LightningModule):
 
     # -- training ---------------------------------------------------------------------------
     def training_step(self, batch: dict[str, torch.Tensor], batch_idx: int) -> torch.Tensor:
-        sr = self.model(self.layout(batch["lr"]))
-        loss = self.loss_fn(sr, self.layout(batch["hr"]))
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=True, batch_size=batch["lr"].shape[0])
+        # A pre-upsampling model gets bicubic-upscaled crops (its Y for a luma model) from the data module
+        # (srlab.data.base); a valid-convolution model returns less than its input: score the centre.
+        pre_upsampled = getattr(self.model, "pre_upsample", False)
+        forward = self.model.forward_upsampled if pre_upsampled else self.model
+        sr = forward(self.layout(batch["lr"]))
+        loss = self.loss_fn(sr, self.layout(central_region(batch["hr"], sr.shape[-2:])))
+        # Not prog_bar: the bar reads its values every step (a host sync), the loggers every log_every_n_steps.
+        self.log("train/loss", loss, on_step=True, on_epoch=True, batch_size=batch["lr"].shape[0])
         return loss
 
     def configure_optimizers(self) -> Any:
-        optimizer = hydra.utils.instantiate(self.hparams.optimizer, params=self.parameters())
+        groups = parameter_groups(self.model, self.hparams.param_groups, self.hparams.optimizer.get("lr"))
+        # Built partial, then called: Hydra would turn the groups' dicts into DictConfigs, which torch rejects.
+        optimizer = hydra.utils.instantiate(self.hparams.optimizer, _partial_=True)(groups)
         if not self.hparams.scheduler:
             return optimizer
         scheduler = hydra.utils.instantiate(self.hparams.scheduler, optimizer=optimizer)

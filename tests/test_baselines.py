@@ -88,7 +88,7 @@ def test_srcnn_parameter_count(scale):
 
 
 def test_srcnn_rejects_even_kernels():
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"kernel sizes must be odd for 'same' padding, got \(9, 1, 4\)"):
         SRCNN(2, kernel_sizes=(9, 1, 4))
 
 

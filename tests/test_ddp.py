@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import lightning as L
 import pytest
 from hydra import compose, initialize_config_dir
@@ -27,7 +29,9 @@ def test_ranks_draw_disjoint_samples_and_keep_the_epoch_length():
 def test_ddp_config_documents_the_effective_batch():
     with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
         cfg = compose("train", overrides=["trainer=ddp", "trainer.devices=4", "data.batch_size=16"])
-    assert (cfg.trainer.strategy, cfg.trainer.accelerator, cfg.trainer.num_nodes) == ("ddp", "gpu", 1)
+    strategy = cfg.trainer.strategy
+    assert (strategy._target_, strategy.broadcast_buffers) == ("lightning.pytorch.strategies.DDPStrategy", False)
+    assert (cfg.trainer.accelerator, cfg.trainer.num_nodes) == ("gpu", 1)
     assert cfg.data.batch_size * cfg.trainer.devices * cfg.trainer.num_nodes == 64  # the paper's batch
     text = (REPO / "configs" / "trainer" / "ddp.yaml").read_text()
     assert "data.batch_size x trainer.devices x trainer.num_nodes" in text
@@ -85,3 +89,26 @@ def test_two_process_ddp_single_run_has_one_folder(tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "train_ddp_process_1.log").is_file()
     assert checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2
     assert (run_dir / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_nan_on_one_rank_stops_every_rank_at_that_step(tmp_path):
+    """Rank 1 alone gets a NaN loss at step 2: both ranks stop there, with the same step in their messages.
+
+    A rank that went on alone would wait forever in the next gradient all-reduce; the run ending
+    within the timeout, on both ranks, at step 2, is the cross-rank decision at work.
+    """
+    run_dir = tmp_path / "run"
+    output = run_train(
+        ["trainer=ddp_cpu", *SMOKE, "data.steps_per_epoch=4", "trainer.max_steps=4", f"hydra.run.dir={run_dir}",
+         "+callbacks.nan_input._target_=tests.train_runs.NaNInputOnRank", "+callbacks.nan_input.rank=1",
+         "+callbacks.nan_input.step=2", "callbacks.nan_guard.check_every_n_steps=1"],
+        tmp_path, timeout=400, expect_rc=1,
+    )
+    # Each rank's traceback ends with its own error; rank 0's own loss was finite, it stops on rank 1's word.
+    stop = re.compile(r"\[rank(\d)\]: \S*NonFiniteLossError: non-finite training loss (\(.*?\) at step \d+ \(.*?\))")
+    stops = dict(stop.findall(output))
+    assert stops == {"0": "(on another rank) at step 2 (epoch 0, batch 2)", "1": "(nan) at step 2 (epoch 0, batch 2)"}
+    # Checked every step: steps 0 and 1 were trained and logged, the poisoned step 2 reached no optimiser or checkpoint.
+    assert sorted(logged(run_dir, "train/loss_step")) == [0, 1]
+    assert not list(run_dir.rglob("*.ckpt"))

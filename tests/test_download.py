@@ -170,7 +170,7 @@ def test_archive_table_is_consistent():
     assert dl.ARCHIVES["div2k_train_hr"].url == "https://data.vision.ee.ethz.ch/cvl/DIV2K/DIV2K_train_HR.zip"
     assert dl.ARCHIVES["div2k_valid_lr_bicubic_x4"].url.endswith("/DIV2K_valid_LR_bicubic_X4.zip")
     assert dl.ARCHIVES["benchmark"].url == "https://cv.snu.ac.kr/research/EDSR/benchmark.tar"
-    assert len(dl.ARCHIVES) == 2 * (1 + 3) + 1
+    assert len(dl.ARCHIVES) == 2 * (1 + 3) + 2  # DIV2K HR + LR x2,x3,x4 per split; benchmark.tar; Flickr2K
 
 
 # --------------------------------------------------------------------------- tests
@@ -221,6 +221,40 @@ def test_benchmarks_tar_layout(tmp_path, server, monkeypatch):
     assert server.requests == []
 
 
+def _serve_benchmark_with_md5(monkeypatch, server, data: bytes, md5: str) -> dl.Archive:
+    """Serve `data` as benchmark.tar, checked the way the real entry is: MD5 only (no size, no SHA-256)."""
+    real = dl.ARCHIVES["benchmark"]
+    assert (real.sha256, real.size, real.md5) == (None, None, "4ace41d33c2384b97e6b320cd0afd6ba")
+    server.files[real.filename] = data
+    monkeypatch.setitem(dl.ARCHIVES, "benchmark", dataclasses.replace(real, md5=md5))
+    return dl.ARCHIVES["benchmark"]
+
+
+def test_benchmark_tar_md5_accepts_the_published_archive(tmp_path, server, monkeypatch):
+    data = _benchmark_tar()
+    _serve_benchmark_with_md5(monkeypatch, server, data, hashlib.md5(data).hexdigest().upper())  # any case
+    out = dl.ensure_benchmarks(tmp_path, names=("Set14",), base_url=server.url, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == sorted(DOWNLOADABLE_SETS)
+    assert (out / "Set14" / "LR_bicubic" / "X3" / "img1x3.png").is_file()
+    assert not (tmp_path / "benchmark.tar").exists() and _leftovers(tmp_path) == []
+
+
+def test_benchmark_tar_md5_rejects_a_corrupt_archive(tmp_path, server, monkeypatch):
+    good = _benchmark_tar()
+    corrupt = bytearray(good)
+    corrupt[len(corrupt) // 2] ^= 0x01  # one flipped bit, same size: only the checksum can tell
+    corrupt = bytes(corrupt)
+    arch = _serve_benchmark_with_md5(monkeypatch, server, corrupt, hashlib.md5(good).hexdigest())
+    with pytest.raises(dl.ChecksumError, match=r"^MD5 mismatch for .*benchmark\.tar") as ei:
+        dl.ensure_benchmarks(tmp_path, base_url=server.url, progress=False)
+    message = str(ei.value)
+    assert f"expected {hashlib.md5(good).hexdigest()}" in message
+    assert f"actual   {hashlib.md5(corrupt).hexdigest()}" in message
+    assert "has been removed; re-run to download it again" in message
+    assert not (tmp_path / arch.filename).exists()
+    assert not (tmp_path / "benchmark").exists() and _leftovers(tmp_path) == []
+
+
 def test_resume_from_partial_file(tmp_path, server, monkeypatch):
     data = _div2k_hr_zip()
     arch = _register(monkeypatch, server, "div2k_train_hr", data)
@@ -268,7 +302,7 @@ def test_checksum_mismatch_leaves_nothing(tmp_path, server, monkeypatch):
     data = _div2k_hr_zip()
     wrong = "0" * 64
     arch = _register(monkeypatch, server, "div2k_train_hr", data, sha=wrong)
-    with pytest.raises(dl.ChecksumError) as ei:
+    with pytest.raises(dl.ChecksumError, match="^SHA256 mismatch for ") as ei:
         dl.ensure_archive(arch, tmp_path, base_url=server.url, progress=False)
     msg = str(ei.value)
     assert wrong in msg and hashlib.sha256(data).hexdigest() in msg
@@ -283,7 +317,7 @@ def test_size_mismatch_names_expected_and_actual(tmp_path, server, monkeypatch):
     data = _div2k_hr_zip()
     arch = _register(monkeypatch, server, "div2k_train_hr", data, sha=False)
     monkeypatch.setitem(dl.ARCHIVES, arch.name, dataclasses.replace(arch, size=len(data) + 7))
-    with pytest.raises(dl.ChecksumError) as ei:
+    with pytest.raises(dl.ChecksumError, match="^Size mismatch for ") as ei:
         dl.ensure_div2k(tmp_path, scales=(), splits=("train",), base_url=server.url, progress=False)
     assert f"expected {len(data) + 7} bytes, got {len(data)} bytes" in str(ei.value)
     assert not (tmp_path / "DIV2K" / "DIV2K_train_HR").exists()
@@ -294,7 +328,7 @@ def test_size_mismatch_names_expected_and_actual(tmp_path, server, monkeypatch):
 def test_truncated_zip_leaves_nothing(tmp_path, server, monkeypatch):
     data = _div2k_hr_zip()
     arch = _register(monkeypatch, server, "div2k_train_hr", data[: len(data) * 2 // 3], sha=False, size=False)
-    with pytest.raises(dl.ArchiveError) as ei:
+    with pytest.raises(dl.ArchiveError, match=r"corrupt or truncated") as ei:
         dl.ensure_archive(arch, tmp_path, base_url=server.url, progress=False)
     assert arch.filename in str(ei.value)
     dest = tmp_path / "DIV2K"
@@ -309,7 +343,7 @@ def test_corrupt_member_data_leaves_nothing(tmp_path, server, monkeypatch):
     idx = data.index(b"DIV2K_train_HR/0002.png") + 60  # inside the 2nd member's compressed data
     data[idx] ^= 0xFF
     arch = _register(monkeypatch, server, "div2k_train_hr", bytes(data), sha=False, size=False)
-    with pytest.raises(dl.ArchiveError):
+    with pytest.raises(dl.ArchiveError, match=r"Could not extract .*DIV2K_train_HR\.zip \(corrupt or truncated\?\)"):
         dl.ensure_archive(arch, tmp_path, base_url=server.url, progress=False)
     assert not (tmp_path / "DIV2K" / "DIV2K_train_HR").exists()
     assert _leftovers(tmp_path) == []
@@ -365,7 +399,7 @@ def _closed_port() -> int:
 def test_unreachable_server_gives_manual_instructions(tmp_path, monkeypatch):
     arch = dl.ARCHIVES["div2k_valid_lr_bicubic_x3"]
     base = f"http://127.0.0.1:{_closed_port()}"
-    with pytest.raises(dl.DownloadError) as ei:
+    with pytest.raises(dl.DownloadError, match=arch.filename) as ei:
         dl.ensure_div2k(tmp_path, scales=(3,), splits=("valid",), hr=False, base_url=base, timeout=5, progress=False)
     msg = str(ei.value)
     assert f"{base}/{arch.filename}" in msg
@@ -425,7 +459,7 @@ def test_cli(tmp_path, server, monkeypatch, capsys):
 
 
 def test_bad_arguments(tmp_path):
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"Unknown DIV2K scale\(s\) \[8\]; choose from \[2, 3, 4\]"):
         dl.ensure_div2k(tmp_path, scales=(8,))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=r"Unknown benchmark name\(s\) \['Set6'\]; choose from \['Set5', "):
         dl.ensure_benchmarks(tmp_path, names=("Set6",))

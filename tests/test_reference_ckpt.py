@@ -1,4 +1,7 @@
-"""The authors' checkpoint layout: srlab -> reference keys -> srlab round trips, wrappers, clear failures."""
+"""The authors' checkpoint layout: srlab -> reference keys -> srlab round trips, wrappers, clear failures.
+
+The layout itself, and srlab's output against the paper's equations on it: tests/test_authors_layout.py.
+"""
 
 from __future__ import annotations
 
@@ -11,33 +14,11 @@ from hydra import compose, initialize_config_dir
 
 from srlab.models.hdsrnet import HDSRNet
 from srlab.models.reference import from_reference_checkpoint, to_reference_state_dict
+from tests.test_authors_layout import authors_layout
 
 CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
-DYNAMIC_LAYERS = (3, 6, 9, 12, 15)
 # A narrow model with every kind of layer, for the tests that are about keys rather than sizes.
 TINY = {"channels": 8, "num_blocks": 2, "lower_depth": 4}
-
-
-def authors_layout(scale: int) -> dict[str, tuple[int, ...]]:
-    """The key layout of HDSRNet_x{scale}.pt (docs/architecture.md), written out independently of srlab."""
-    keys = {f"conv{i}.0.weight": (64, 3 if i == 1 else 64, 3, 3) for i in range(1, 17)}
-    keys["conv17.0.weight"] = (3, 64, 3, 3)
-    for i in range(1, 17):
-        if i in DYNAMIC_LAYERS:
-            keys |= {
-                f"Block.conv{i}.0.weight": (4, 64, 64, 3, 3),
-                f"Block.conv{i}.0.bias": (4, 64),
-                f"Block.conv{i}.0.attention.net.0.weight": (16, 64, 1, 1),
-                f"Block.conv{i}.0.attention.net.2.weight": (4, 16, 1, 1),
-            }
-        else:
-            keys[f"Block.conv{i}.0.weight"] = (64, 3 if i == 1 else 64, 3, 3)
-    stages = {2: [(0, 256)], 3: [(0, 576)], 4: [(0, 256), (2, 256)]}[scale]
-    for index, width in stages:
-        keys |= {f"upsample.up.body.{index}.weight": (width, 64, 3, 3), f"upsample.up.body.{index}.bias": (width,)}
-    for name in ("sub_mean", "add_mean"):
-        keys |= {f"{name}.weight": (3, 3, 1, 1), f"{name}.bias": (3,)}
-    return keys
 
 
 def lr_image(batch: int = 2, seed: int = 0) -> torch.Tensor:
@@ -57,7 +38,7 @@ def test_round_trip_through_a_reference_file(scale, tmp_path):
     torch.manual_seed(scale)
     model = HDSRNet(scale)
     reference = to_reference_state_dict(model)
-    assert {k: tuple(v.shape) for k, v in reference.items()} == authors_layout(scale)
+    assert {k: tuple(v.shape) for k, v in reference.items()} == dict(authors_layout(scale))  # written out by hand
     path = tmp_path / f"HDSRNet_x{scale}.pt"
     torch.save(reference, path)
 
@@ -107,7 +88,7 @@ def test_variants_round_trip_in_the_same_numbering(variant):
 def test_x4_file_loaded_as_x2_names_the_upsampler_keys_and_the_scale(tmp_path):
     path = tmp_path / "HDSRNet_x4.pt"
     torch.save(to_reference_state_dict(HDSRNet(4)), path)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match=r"does not fit HDSRNet\(scale=2, variant='full'\)") as err:
         from_reference_checkpoint(path, 2)
     message = str(err.value)
     assert str(path) in message and "scale=2" in message
@@ -117,7 +98,7 @@ def test_x4_file_loaded_as_x2_names_the_upsampler_keys_and_the_scale(tmp_path):
 
 def test_x2_file_loaded_as_x3_names_the_mismatching_shapes():
     _, reference = tiny_reference(2)
-    with pytest.raises(ValueError) as err:
+    with pytest.raises(ValueError, match=r"^the given state dict does not fit HDSRNet\(scale=3") as err:
         from_reference_checkpoint(reference, 3, **TINY)
     message = str(err.value)
     assert "scale=3" in message and "load it with scale=2" in message

@@ -2,7 +2,8 @@
 
 from srlab.callbacks.images import ComparisonImages
 from srlab.callbacks.interrupt import InterruptCheckpoint
+from srlab.callbacks.learning_curve import LearningCurve
 from srlab.callbacks.metrics_file import MetricsFile
 from srlab.callbacks.sweep_summary import SweepSummary
 
-__all__ = ["ComparisonImages", "InterruptCheckpoint", "MetricsFile", "SweepSummary"]
+__all__ = ["ComparisonImages", "InterruptCheckpoint", "LearningCurve", "MetricsFile", "SweepSummary"]

@@ -19,10 +19,10 @@ class TemperatureAnnealing(L.Callback):
     """T goes linearly from `start` to `end` over the first `epochs` epochs (or `steps` optimiser steps), then stays.
 
     The value is a function of `trainer.global_step`, so resuming from a checkpoint continues
-    the schedule. The temperature is a plain attribute, not part of the state dict, so the
-    current value is also written into the checkpoint's model hyper-parameters
-    (`hyper_parameters.model.temperature`): `SRModule.load_from_checkpoint` then rebuilds the
-    model at the temperature it was trained and validated with.
+    the schedule. The temperature is a buffer of each dynamic conv (srlab.models.dynamic_conv),
+    so checkpoints hold the value the model was trained and validated with. Setting it writes
+    on the device (no recompile of a compiled model, no host sync), and only when it changes;
+    it is logged as that device value, read only on the steps Lightning writes logs.
     """
 
     def __init__(self, start: float = 40.0, end: float = 1.0, epochs: float | None = 10, steps: int | None = None):
@@ -38,6 +38,7 @@ class TemperatureAnnealing(L.Callback):
         self.epochs = epochs
         self.steps = steps
         self.total_steps: int | None = steps
+        self._applied: float | None = None  # the temperature the model holds, as last set here
 
     def temperature_at(self, step: int) -> float:
         progress = min(step / self.total_steps, 1.0)
@@ -54,20 +55,16 @@ class TemperatureAnnealing(L.Callback):
         if self.steps is None:
             steps_per_epoch = math.ceil(trainer.num_training_batches / trainer.accumulate_grad_batches)
             self.total_steps = max(1, round(self.epochs * steps_per_epoch))
+        self._applied = None  # the module may have been loaded or changed since the last fit
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, batch, batch_idx: int) -> None:
         convs = self.dynamic_convs(pl_module)
         if not convs:
             return
         temperature = self.temperature_at(trainer.global_step)
-        for conv in convs:
-            conv.temperature = temperature
-        pl_module.log("train/temperature", temperature, on_step=True, on_epoch=False)
-
-    def on_save_checkpoint(self, trainer: L.Trainer, pl_module: L.LightningModule, checkpoint: dict) -> None:
-        hparams = checkpoint.get("hyper_parameters", {})
-        model_hparams = hparams.get("model")
-        convs = self.dynamic_convs(pl_module)
-        if isinstance(model_hparams, dict) and "temperature" in model_hparams and convs:
-            # A new dict: the checkpoint's hyper-parameters may share it with the live module's.
-            hparams["model"] = {**model_hparams, "temperature": convs[0].temperature}
+        if temperature != self._applied:
+            for conv in convs:
+                conv.temperature = temperature
+            self._applied = temperature
+        # The buffer itself, not the float: a Python number would be copied to the device (a sync) every step.
+        pl_module.log("train/temperature", convs[0].attention.temperature, on_step=True, on_epoch=False)

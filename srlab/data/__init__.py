@@ -30,6 +30,7 @@ _EXPORTS: dict[str, str] = {
     "PatchDataset": "srlab.data.datasets",
     "SRDataModule": "srlab.data.base",
     "DIV2KDataModule": "srlab.data.div2k",
+    "FolderDataModule": "srlab.data.folder",
     "SampleDataModule": "srlab.data.sample",
     "ensure_benchmarks": "srlab.data.download",
     "ensure_div2k": "srlab.data.download",

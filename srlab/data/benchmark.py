@@ -17,6 +17,9 @@ Two layouts are read:
 
 HR is mod-cropped to the scale (docs/protocol.md). A file stored with one grey
 channel stays 2-D, because the metric scores it on that channel.
+
+Any other folder in either layout (your own test set) is read by `load_image_folder`:
+``python eval.py datasets=[Set5,/path/to/my_set]``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ __all__ = [
     "benchmark_eval_sets",
     "canonical_benchmark",
     "load_benchmark",
+    "load_image_folder",
 ]
 
 
@@ -140,11 +144,27 @@ def load_benchmark(root: Path, name: str, scale: int, cache_dir: Path | None = N
             f"{set_dir}: benchmark set {name} not found; download it with `{_download_hint(root, name)}` "
             f"or point benchmark_root to a folder holding {name}/HR"
         )
+    return _load_set_dir(set_dir, scale, Path(cache_dir) if cache_dir is not None else root / CACHE_DIRNAME / name)
+
+
+def load_image_folder(folder: Path, scale: int, cache_dir: Path | None = None) -> list[ImagePair]:
+    """LR/HR pairs of any folder in one of the two layouts above (your own test set), sorted by file name.
+
+    HR images sit in ``<folder>/HR`` or in ``<folder>`` itself; LR images come from
+    ``<folder>/LR_bicubic/X{s}`` when it exists, else from MATLAB-exact bicubic, cached in
+    `cache_dir` (default ``<folder>/.srlab_cache``, the cache `data=folder` validation uses for it).
+    """
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"{folder}: image folder does not exist")
+    return _load_set_dir(folder, scale, Path(cache_dir) if cache_dir is not None else folder / CACHE_DIRNAME)
+
+
+def _load_set_dir(set_dir: Path, scale: int, cache_dir: Path) -> list[ImagePair]:
     hr_paths = list_images(_hr_folder(set_dir))
     lr_dir = set_dir / "LR_bicubic" / f"X{scale}"
     if lr_dir.is_dir():
         return [_pair_from_files(p, _lr_file(lr_dir, p, scale), scale) for p in hr_paths]
-    cache_dir = Path(cache_dir) if cache_dir is not None else root / CACHE_DIRNAME / name
     return [_pair_generated(p, scale, cache_dir) for p in hr_paths]
 
 

@@ -10,16 +10,23 @@ from dataclasses import dataclass
 import albumentations as A
 import numpy as np
 import torch
-from torch.utils.data import Dataset
+from torch.utils.data import Dataset, default_collate
+
+from srlab.data.color import rgb_to_y
 
 
 @dataclass
 class ImagePair:
-    """One LR/HR pair as uint8 arrays (HxWx3, or HxW for a grey file)."""
+    """One LR/HR pair as uint8 arrays (HxWx3, or HxW for a grey file).
+
+    `upscaled`: the MATLAB-bicubic upscale of the whole LR image (HR's size), set for training
+    pre-upsampling models (`SRDataModule`), which crop their input from it.
+    """
 
     name: str
     lr: np.ndarray
     hr: np.ndarray
+    upscaled: np.ndarray | None = None
 
     @property
     def grey(self) -> bool:
@@ -31,6 +38,18 @@ def to_tensor(img: np.ndarray) -> torch.Tensor:
     if img.ndim == 2:
         img = np.repeat(img[:, :, None], 3, axis=2)
     return torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1))).float()
+
+
+def to_patch_tensor(img: np.ndarray) -> torch.Tensor:
+    """A training patch HxW(xC) -> (3, H, W), uint8 kept as uint8 (other types become float32).
+
+    A quarter of float32's bytes through worker queues, pinned memory and the host-to-device
+    copy; `SRDataModule.on_after_batch_transfer` turns it into float32 0-255 on the device.
+    """
+    tensor = torch.from_numpy(np.ascontiguousarray(img.transpose(2, 0, 1) if img.ndim == 3 else img))
+    if img.ndim == 2:
+        tensor = tensor.expand(3, *img.shape).contiguous()
+    return tensor if tensor.dtype == torch.uint8 else tensor.float()
 
 
 def check_patch_size(patch_size: int, scale: int) -> int:
@@ -71,7 +90,13 @@ def paired_augmentation() -> A.Compose:
 
 
 class PatchDataset(Dataset):
-    """Random aligned LR/HR crops; `samples_per_epoch` fixes the epoch length (EDSR's `repeat`)."""
+    """Random aligned LR/HR crops; `samples_per_epoch` fixes the epoch length (EDSR's `repeat`).
+
+    `pre_upsample`: the input patch is cropped from each pair's `upscaled` image at the HR patch's
+    place (any pixel offset), so it has the HR patch's size. `luma`: batches made by `collate`
+    hold the Y channel of input and target (MATLAB rgb2ycbcr, `srlab.data.color`), one channel
+    each, for models that work on Y; converting whole batches costs a third of per-sample calls.
+    """
 
     def __init__(
         self,
@@ -81,6 +106,8 @@ class PatchDataset(Dataset):
         samples_per_epoch: int,
         augment: bool = True,
         seed: int = 0,
+        pre_upsample: bool = False,
+        luma: bool = False,
     ):
         if len(pairs) == 0:
             raise ValueError("PatchDataset needs at least one training image")
@@ -91,9 +118,16 @@ class PatchDataset(Dataset):
         self.samples_per_epoch = int(samples_per_epoch)
         self.augment = paired_augmentation() if augment else None
         self.seed = int(seed)
+        self.pre_upsample = bool(pre_upsample)
+        self.luma = bool(luma)
         self._pass_order: tuple[int, np.ndarray] | None = None
         for pair in pairs:
             check_pair_sizes(pair, scale)
+            if self.pre_upsample and (pair.upscaled is None or pair.upscaled.shape != pair.hr.shape):
+                found = "none" if pair.upscaled is None else f"shape {pair.upscaled.shape}"
+                raise ValueError(
+                    f"{pair.name}: pre_upsample needs the upscaled LR image of HR's shape {pair.hr.shape}, got {found}"
+                )
             if min(pair.lr.shape[:2]) < self.lr_patch:
                 raise ValueError(
                     f"{pair.name}: LR size {pair.lr.shape[1]}x{pair.lr.shape[0]} is smaller than the LR patch "
@@ -104,6 +138,10 @@ class PatchDataset(Dataset):
         return self.samples_per_epoch
 
     def crop(self, pair: ImagePair, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        if self.pre_upsample:
+            h, w, p = *pair.hr.shape[:2], self.patch_size
+            y, x = int(rng.integers(0, h - p + 1)), int(rng.integers(0, w - p + 1))
+            return pair.upscaled[y : y + p, x : x + p], pair.hr[y : y + p, x : x + p]
         h, w = pair.lr.shape[:2]
         y, x = int(rng.integers(0, h - self.lr_patch + 1)), int(rng.integers(0, w - self.lr_patch + 1))
         s, p = self.scale, self.lr_patch
@@ -129,7 +167,13 @@ class PatchDataset(Dataset):
             self.augment.set_random_state(rng, random.Random(int(rng.integers(2**63))))
             out = self.augment(image=np.ascontiguousarray(lr), hr=np.ascontiguousarray(hr))
             lr, hr = out["image"], out["hr"]
-        return {"lr": to_tensor(lr), "hr": to_tensor(hr)}
+        as_tensor = to_tensor if self.luma else to_patch_tensor  # Y (made in collate) is fractional: float32
+        return {"lr": as_tensor(lr), "hr": as_tensor(hr)}
+
+    def collate(self, samples: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """The training loader's batch: stacked samples, brought to Y when `luma`."""
+        batch = default_collate(samples)
+        return {key: rgb_to_y(images) for key, images in batch.items()} if self.luma else batch
 
 
 class EvalDataset(Dataset):

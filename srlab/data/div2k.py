@@ -15,6 +15,12 @@ mod-cropped HR. With ``cache=True`` every image is decoded once into
 900 images never sit in each worker's RAM; with ``cache=False`` each patch
 decodes its PNG (the slow reference mode) and generated LR images are kept in RAM.
 Every file is checked when the data is set up, before the first step.
+
+On a cluster the cache is built by `prepare_data`, once per node (local rank 0).
+With the default ``cache_dir`` (beside the data, often a shared file system) one
+node builds it under ``srlab.data.cache.build_lock`` while the others wait, then
+reuse it; ``cache_dir`` on node-local disk (e.g. ``data.cache_dir=$TMPDIR/srlab_cache``)
+gives each node its own copy, read without network traffic.
 """
 
 from __future__ import annotations
@@ -31,7 +37,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from srlab.data.base import SRDataModule
 from srlab.data.benchmark import benchmark_eval_sets, canonical_benchmark
-from srlab.data.cache import CACHE_DIRNAME, DiskImage, ensure_cached, ensure_decoded
+from srlab.data.cache import CACHE_DIRNAME, DiskImage, build_lock, ensure_cached, ensure_decoded
 from srlab.data.datasets import ImagePair
 from srlab.data.download import (
     BENCHMARK_DIR,
@@ -198,8 +204,9 @@ def load_div2k_pair(file: DIV2KFile, scale: int, patch_size: int, cache_dir: Pat
 class DIV2KDataModule(SRDataModule):
     """Random aligned patches of DIV2K images `data_range`; whole-image validation on benchmark sets `val_sets`.
 
-    `cache_dir` defaults to ``<root>/.srlab_cache``. With `download`, missing DIV2K
-    HR folders and benchmark sets are fetched by `prepare_data` (rank 0).
+    `cache_dir` defaults to ``<root>/.srlab_cache``; point it to node-local disk on a
+    cluster to keep crops off the network. With `download`, missing DIV2K HR folders
+    and benchmark sets are fetched by `prepare_data` (rank 0).
     """
 
     def __init__(
@@ -233,13 +240,15 @@ class DIV2KDataModule(SRDataModule):
         return self.cache_dir or self.root / CACHE_DIRNAME
 
     def prepare_data(self) -> None:
-        """Download what is missing (when allowed) and build the decoded-image cache once, on rank 0."""
+        """Download what is missing (when allowed) and build the decoded-image cache once, on each node's rank 0."""
         # validate/test runs need the benchmark sets only, not DIV2K.
         fitting = self.trainer is None or self.trainer.state.fn == TrainerFn.FITTING
         if self.download:
             self._download_missing(fitting)
         if self.cache and fitting:
-            self.load_train_pairs()
+            # Nodes sharing one cache_dir: the first builds, the others wait here and find it warm.
+            with build_lock(self.train_cache_dir):
+                self.load_train_pairs()
 
     def _download_missing(self, fitting: bool) -> None:
         splits = [

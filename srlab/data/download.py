@@ -4,11 +4,13 @@ CLI::
 
     python -m srlab.data.download div2k      [--root DIR] [--scales S ...] [--splits SPLIT ...] [--force]
     python -m srlab.data.download benchmarks [--root DIR] [--names NAME ...] [--force]
+    python -m srlab.data.download flickr2k   [--root DIR] [--force]
 
 Function API (used by the datamodules); the defaults fetch everything::
 
     ensure_div2k(root, scales=SUPPORTED_SCALES, splits=DIV2K_SPLITS) -> root / "DIV2K"
     ensure_benchmarks(root, names=DOWNLOADABLE_SETS) -> root / "benchmark"
+    ensure_flickr2k(root) -> root / "Flickr2K" (Flickr2K_HR: DF2K's second half, data=df2k)
 
 Layout (the EDSR-PyTorch ``dir_data`` convention), defined here once (`DIV2K_RANGES`,
 `div2k_hr_folder`, `div2k_lr_folder`) for the downloader and ``srlab.data.div2k``::
@@ -38,6 +40,7 @@ import argparse
 import contextlib
 import dataclasses
 import hashlib
+import json
 import os
 import shutil
 import sys
@@ -52,6 +55,7 @@ from pathlib import Path, PurePosixPath
 
 from srlab.data.benchmark import DOWNLOADABLE_SETS
 from srlab.scales import SUPPORTED_SCALES
+from srlab.utils.files import atomic_write_text
 
 __all__ = [
     "ARCHIVES",
@@ -63,18 +67,30 @@ __all__ = [
     "DIV2K_RANGES",
     "DIV2K_SPLITS",
     "DownloadError",
+    "FLICKR2K_DIR",
+    "FLICKR2K_HR",
+    "MAX_EXTRACT_ENV",
     "MIRROR_ENV",
     "div2k_hr_folder",
     "div2k_lr_folder",
     "ensure_archive",
     "ensure_benchmarks",
     "ensure_div2k",
+    "ensure_flickr2k",
     "main",
 ]
 
 MIRROR_ENV = "SRLAB_DATA_MIRROR"
+# Zip-bomb guard: an archive's members may declare at most max(MIN_EXTRACT_LIMIT, MAX_EXPANSION x the
+# archive's size) uncompressed bytes in total (the datasets are PNGs, which barely compress), or
+# $SRLAB_MAX_EXTRACT_BYTES when set. Declared sizes bind: zipfile stops a member at its declared size.
+MAX_EXTRACT_ENV = "SRLAB_MAX_EXTRACT_BYTES"
+MAX_EXPANSION = 20
+MIN_EXTRACT_LIMIT = 1 << 30
 DIV2K_DIR = "DIV2K"
 BENCHMARK_DIR = "benchmark"
+FLICKR2K_DIR = "Flickr2K"
+FLICKR2K_HR = f"{FLICKR2K_DIR}/Flickr2K_HR"  # relative to the data root; data=df2k trains on it
 # The official DIV2K splits and the image numbers each holds (inclusive).
 DIV2K_RANGES: dict[str, tuple[int, int]] = {"train": (1, 800), "valid": (801, 900)}
 DIV2K_SPLITS: tuple[str, ...] = tuple(DIV2K_RANGES)
@@ -210,6 +226,19 @@ def _build_table() -> dict[str, Archive]:
         md5="4ace41d33c2384b97e6b320cd0afd6ba",
         archive_root=BENCHMARK_DIR,
         provides=tuple(f"{BENCHMARK_DIR}/{n}" for n in DOWNLOADABLE_SETS),
+        dest=".",
+    )
+    # Flickr2K (EDSR's DF2K = DIV2K train + Flickr2K; HR images only are used). No size or checksum that we
+    # can cite is published, so none is declared: the first download records its size and SHA-256
+    # in a sidecar, root/Flickr2K.tar.json, and every later copy is checked against it (_recorded).
+    # Only the HR folder is placed; the archive's LR folders are dropped with the extraction.
+    table["flickr2k"] = Archive(
+        name="flickr2k",
+        url="https://cv.snu.ac.kr/research/EDSR/Flickr2K.tar",
+        sha256=None,
+        size=None,
+        archive_root=FLICKR2K_DIR,
+        provides=(FLICKR2K_HR,),
         dest=".",
     )
     return table
@@ -407,8 +436,29 @@ def _unsafe_member(name: str) -> bool:
     return ".." in PurePosixPath(norm).parts
 
 
+def extract_limit(archive_bytes: int) -> int:
+    """Most uncompressed bytes an archive of ``archive_bytes`` may declare (`MAX_EXTRACT_ENV` overrides)."""
+    override = os.environ.get(MAX_EXTRACT_ENV, "").strip()
+    if override:
+        if not override.isdigit():
+            raise ValueError(f"{MAX_EXTRACT_ENV}={override!r}: give a number of bytes, e.g. {MIN_EXTRACT_LIMIT}")
+        return int(override)
+    return max(MIN_EXTRACT_LIMIT, MAX_EXPANSION * archive_bytes)
+
+
+def _check_declared_size(path: Path, sizes: Iterable[int], limit: int) -> None:
+    total = sum(sizes)
+    if total > limit:
+        raise ArchiveError(
+            f"{path}: its members declare {total:,} bytes uncompressed, over the limit of {limit:,} bytes; "
+            f"refusing to extract (a zip bomb?). If the archive is genuine, raise the limit: {MAX_EXTRACT_ENV}=<bytes> "
+            f"(default: max({MIN_EXTRACT_LIMIT:,}, {MAX_EXPANSION} x the archive's size))."
+        )
+
+
 def _extract(archive: Archive, path: Path, into: Path) -> None:
-    """Extract ``path`` into the (empty, temporary) folder ``into``, rejecting unsafe members."""
+    """Extract ``path`` into the (empty, temporary) folder ``into``, rejecting unsafe members and zip bombs."""
+    limit = extract_limit(path.stat().st_size)
     try:
         if zipfile.is_zipfile(path):
             with zipfile.ZipFile(path) as zf:
@@ -418,6 +468,7 @@ def _extract(archive: Archive, path: Path, into: Path) -> None:
                             f"Unsafe member {info.filename!r} in {path} (absolute path or '..'); "
                             "refusing to extract."
                         )
+                _check_declared_size(path, (info.file_size for info in zf.infolist()), limit)
                 zf.extractall(into)
         elif tarfile.is_tarfile(path):
             with tarfile.open(path) as tf:
@@ -433,6 +484,7 @@ def _extract(archive: Archive, path: Path, into: Path) -> None:
                             f"Unsupported member {m.name!r} in {path} (link or special file); "
                             "refusing to extract."
                         )
+                _check_declared_size(path, (m.size for m in members), limit)
                 if hasattr(tarfile, "data_filter"):
                     tf.extractall(into, members=members, filter="data")
                 else:  # pragma: no cover - Python < 3.11.4
@@ -487,6 +539,34 @@ def _locked(lock_path: Path) -> Iterator[None]:
             fcntl.flock(fh, fcntl.LOCK_UN)
 
 
+def _sidecar(archive: Archive, dest: Path) -> Path:
+    return dest / f"{archive.filename}.json"
+
+
+def _recorded(archive: Archive, path: Path, dest: Path, progress: bool) -> dict | None:
+    """For an archive declared without any checksum: its url, size and SHA-256, to record after extraction.
+
+    When a sidecar recorded them at an earlier download, this copy must match it (ChecksumError).
+    Archives with a declared checksum return None: `_verify` checked them.
+    """
+    if archive.sha256 or archive.md5:
+        return None
+    actual = {"url": archive.url, "size": path.stat().st_size,
+              "sha256": _hash_file(path, ["sha256"], progress)["sha256"]}
+    sidecar = _sidecar(archive, dest)
+    if sidecar.is_file():
+        known = json.loads(sidecar.read_text())
+        if (known.get("size"), known.get("sha256")) != (actual["size"], actual["sha256"]):
+            raise ChecksumError(
+                f"{path} differs from the copy recorded in {sidecar} at its first download:\n"
+                f"    recorded {known.get('size')} bytes, SHA-256 {known.get('sha256')}\n"
+                f"    actual   {actual['size']} bytes, SHA-256 {actual['sha256']}\n"
+                f"The archive has been removed; re-run to download it again (delete {sidecar} if the "
+                "official file has changed)."
+            )
+    return actual
+
+
 # --------------------------------------------------------------------------- public API
 
 
@@ -533,6 +613,7 @@ def ensure_archive(
             _download(archive, url, target, timeout=timeout, progress=progress)
         try:
             _verify(archive, target, progress)
+            recorded = _recorded(archive, target, dest, progress)
         except ChecksumError:
             target.unlink(missing_ok=True)
             raise
@@ -553,6 +634,8 @@ def ensure_archive(
                 raise ArchiveError(f"{e}\nThe archive {target} has been removed.") from e
             raise
         shutil.rmtree(tmp, ignore_errors=True)
+        if recorded is not None and not _sidecar(archive, dest).is_file():
+            atomic_write_text(_sidecar(archive, dest), json.dumps(recorded, indent=2) + "\n")
         if not keep_archive:
             target.unlink(missing_ok=True)
     # The (empty) lock file is left in place on purpose: unlinking it would let a
@@ -599,6 +682,25 @@ def ensure_div2k(
     return (Path(root).expanduser() / DIV2K_DIR).resolve()
 
 
+def ensure_flickr2k(
+    root: Path | str,
+    *,
+    base_url: str | None = None,
+    force: bool = False,
+    keep_archive: bool = False,
+    timeout: float = 60.0,
+    progress: bool = True,
+) -> Path:
+    """Download/extract Flickr2K's HR images; returns ``root / "Flickr2K"`` (holding ``Flickr2K_HR``).
+
+    Its size and SHA-256 are recorded in ``root/Flickr2K.tar.json`` at the first download and
+    checked at every later one (no official checksum is published).
+    """
+    ensure_archive(ARCHIVES["flickr2k"], root, base_url=base_url, force=force, keep_archive=keep_archive,
+                   timeout=timeout, progress=progress)
+    return (Path(root).expanduser() / FLICKR2K_DIR).resolve()
+
+
 def ensure_benchmarks(
     root: Path | str,
     names: Sequence[str] = DOWNLOADABLE_SETS,
@@ -633,9 +735,9 @@ def ensure_benchmarks(
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="python -m srlab.data.download",
-        description="Download, verify and extract DIV2K or the SR benchmark sets.",
+        description="Download, verify and extract DIV2K, the SR benchmark sets or Flickr2K.",
     )
-    parser.add_argument("dataset", choices=("div2k", "benchmarks"))
+    parser.add_argument("dataset", choices=("div2k", "benchmarks", "flickr2k"))
     parser.add_argument("--root", type=Path, default=Path("data"), help="data root (default: ./data)")
     parser.add_argument("--scales", type=int, nargs="+", default=list(SUPPORTED_SCALES), choices=SUPPORTED_SCALES)
     parser.add_argument("--splits", nargs="+", default=list(DIV2K_SPLITS), choices=DIV2K_SPLITS)
@@ -656,6 +758,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = ensure_div2k(
                 args.root, args.scales, args.splits, keep_archives=args.keep_archives, **common
             )
+        elif args.dataset == "flickr2k":
+            out = ensure_flickr2k(args.root, keep_archive=args.keep_archives, **common)
         else:
             out = ensure_benchmarks(args.root, args.names, keep_archive=args.keep_archives, **common)
     except DownloadError as e:

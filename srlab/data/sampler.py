@@ -1,4 +1,4 @@
-"""Training samples indexed by optimiser step, so epochs, DDP sharding and resumption are exact.
+"""Samplers: training samples indexed by optimiser step, and whole-image evaluation shards for any number of ranks.
 
 Step `t` on rank `r` of `W` draws the global sample ids `(t * W + r) * B ... + B - 1`
 (`B` the per-process batch). `PatchDataset` turns a sample id into a patch with
@@ -11,7 +11,7 @@ the uninterrupted run would have.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sized
 
 from torch.utils.data import Dataset, DistributedSampler
 
@@ -54,3 +54,32 @@ class StepSampler(DistributedSampler):
 
     def __len__(self) -> int:
         return self.num_samples
+
+
+class EvalShardSampler(DistributedSampler):
+    """Evaluation on `num_replicas` ranks: rank `r` scores images `r, r + W, r + 2W, ...`, each image once.
+
+    Lightning's default sampler pads ranks with repeated images (one Set5 image counted twice
+    on 4 GPUs), and its UnrepeatedDistributedSampler asserts every rank gets an image, which
+    fails with more ranks than images (Set5 on 8 GPUs). Here a rank may get none. Such a rank
+    still reports one batch: Lightning skips the evaluation loop of a rank whose loaders all
+    have length 0, and that rank would then miss the collectives the others make at the epoch
+    end (the metric reduction) and hang them. Its loop gets no batch and only runs the epoch-end
+    hooks, adding nothing to the summed metric states. Under fit, DDP must not broadcast buffers
+    (``broadcast_buffers=false``): that collective comes with a forward, which such a rank never
+    makes (`SRDataModule` fails with this advice rather than hang).
+    """
+
+    def __init__(self, dataset: Sized, num_replicas: int, rank: int):
+        super().__init__(dataset, num_replicas=num_replicas, rank=rank, shuffle=False, drop_last=False)
+        self.indices = list(range(rank, len(dataset), num_replicas))
+        self.num_samples = len(self.indices)
+        self.total_size = len(dataset)
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        # An empty rank's loader must not be of length 0 (see the class docstring); with batch size 1
+        # a loader's length is the sampler's, and iterating it yields nothing.
+        return max(1, self.num_samples) if self.total_size else 0

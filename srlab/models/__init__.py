@@ -9,6 +9,12 @@ What a model must provide (training, evaluation, tiled inference and the reports
   ``(N, 3, scale * h, scale * w)`` in [0, 255] for any ``h`` and ``w``; the output need not
   be clamped or rounded (scoring quantises it, docs/protocol.md).
 
+Optional, for classic models (SRCNN): ``pre_upsample = True`` with ``forward_upsampled(x)``
+taking the MATLAB-bicubic upscaled input (the data modules then crop training patches from the
+bicubic upscale of each whole LR image, computed once and cached); ``luma = True`` when that
+method works on the Y channel alone (training batches are Y; ``forward`` still maps RGB to RGB,
+putting the network's Y back with the bicubic CbCr).
+
 Adding a model is therefore two files: ``srlab/models/<name>.py`` and
 ``configs/model/<name>.yaml`` (``_target_: srlab.models.<name>.<Class>``, ``scale`` and the
 constructor's other arguments).

@@ -15,7 +15,13 @@ from torch import nn
 
 
 class KernelAttention(nn.Module):
-    """Global pool -> 1x1 conv (C -> C/4) -> ReLU -> 1x1 conv (-> K) -> softmax(logits / T)."""
+    """Global pool -> 1x1 conv (C -> C/4) -> ReLU -> 1x1 conv (-> K) -> softmax(logits / T).
+
+    T is a 0-d buffer, not a Python float: annealing it changes a value on the device, which
+    neither recompiles a `torch.compile`d model (a float is guarded by value) nor needs a host
+    copy. It is saved in the state dict; a state dict from before it was (no `temperature`
+    key) loads with the temperature the module was built with.
+    """
 
     def __init__(self, in_channels: int, num_kernels: int, reduction: int = 4, temperature: float = 40.0):
         super().__init__()
@@ -26,7 +32,9 @@ class KernelAttention(nn.Module):
             nn.ReLU(inplace=True),
             nn.Conv2d(hidden, num_kernels, 1, bias=False),
         )
-        self.temperature = float(temperature)
+        self.temperature: torch.Tensor
+        self.register_buffer("temperature", torch.tensor(float(temperature)))
+        self.register_load_state_dict_pre_hook(_keep_temperature_when_absent)
         for conv in (self.net[0], self.net[2]):
             nn.init.kaiming_normal_(conv.weight, mode="fan_out", nonlinearity="relu")
 
@@ -34,6 +42,11 @@ class KernelAttention(nn.Module):
         pooled = x.mean(dim=(2, 3), keepdim=True)
         logits = self.net(pooled).flatten(1)
         return torch.softmax(logits / self.temperature, dim=1)
+
+
+def _keep_temperature_when_absent(module: KernelAttention, state_dict: dict, prefix: str, *args) -> None:
+    """Older state dicts (and the authors' files) hold no temperature: keep the module's own."""
+    state_dict.setdefault(prefix + "temperature", module.temperature.detach().clone())
 
 
 class DynamicConv2d(nn.Module):
@@ -72,11 +85,13 @@ class DynamicConv2d(nn.Module):
 
     @property
     def temperature(self) -> float:
-        return self.attention.temperature
+        """The softmax temperature as a number (reading it waits for the device; the setter does not)."""
+        return float(self.attention.temperature)
 
     @temperature.setter
     def temperature(self, value: float) -> None:
-        self.attention.temperature = float(value)
+        with torch.no_grad():
+            self.attention.temperature.fill_(float(value))
 
     def aggregate(self, attention: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Per-sample kernels (B, O, I, k, k) and biases (B, O) from attention (B, K)."""

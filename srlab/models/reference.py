@@ -19,7 +19,6 @@ lower-net keys and keeps `conv17` for the final conv), so any variant round-trip
 from __future__ import annotations
 
 import os
-import pickle
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import torch
 
 from srlab.models.hdsrnet import HDSRNet
 from srlab.scales import SUPPORTED_SCALES
+from srlab.utils.safe_load import load_file
 
 # Nested checkpoints ({"model": sd}, Lightning's {"state_dict": sd}) and DataParallel / wrapper prefixes.
 WRAPPER_KEYS = ("model", "state_dict")
@@ -34,6 +34,8 @@ KEY_PREFIXES = ("module.", "model.")
 MEAN_SHIFTS = ("sub_mean", "add_mean")  # module names, the same in both layouts
 # The final conv is named after the lower net's depth (conv17 for 16 layers), also in variants without it.
 REFERENCE_LOWER_DEPTH = 16
+# srlab's dynamic-conv temperature buffers; the reference keeps T as a plain attribute (not in its files).
+TEMPERATURE_SUFFIX = ".attention.temperature"
 MAX_KEYS_LISTED = 12
 
 
@@ -57,11 +59,11 @@ def reference_prefixes(model: HDSRNet) -> list[tuple[str, str]]:
 
 
 def reference_key_map(model: HDSRNet) -> dict[str, str]:
-    """srlab state-dict key -> reference key, for every entry except the mean-shift buffers."""
+    """srlab state-dict key -> reference key, for every entry except the mean-shift and temperature buffers."""
     prefixes = reference_prefixes(model)
     mapping = {}
     for key in model.state_dict():
-        if key.split(".")[0] in MEAN_SHIFTS:
+        if key.split(".")[0] in MEAN_SHIFTS or key.endswith(TEMPERATURE_SUFFIX):
             continue
         match = next(((src, dst) for src, dst in prefixes if key.startswith(src)), None)
         if match is None:
@@ -94,10 +96,7 @@ def read_state_dict(path_or_state_dict: str | os.PathLike | Mapping) -> tuple[di
         source = str(path)
         if not path.is_file():
             raise FileNotFoundError(f"reference checkpoint not found: {path}")
-        try:
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except pickle.UnpicklingError as err:
-            raise ValueError(f"{path} is not a plain state dict (it pickles other objects): {err}") from err
+        obj = load_file(path)  # weights-only: a file whose pickle would run code raises UnsafeCheckpointError
     while isinstance(obj, Mapping) and any(isinstance(obj.get(k), Mapping) for k in WRAPPER_KEYS):
         obj = next(obj[k] for k in WRAPPER_KEYS if isinstance(obj.get(k), Mapping))
     if not isinstance(obj, Mapping):

@@ -22,7 +22,11 @@ its value for the mistakes a user can make on the command line:
 - an unknown `module.loss`;
 - `ckpt_path` that does not exist, `ckpt_path=last` without a usable
   `resume_dir`, a file that is not an srlab checkpoint, or a checkpoint of
-  another model, variant or scale (the mismatching `model.*` keys are named).
+  another model, variant or scale (the mismatching `model.*` keys are named);
+  the same for the run folder's own last.ckpt that `resume=auto` continues from,
+  and a `resume` other than auto / never.
+- a `ckpt_path` file whose pickle would run code (`CheckpointRefusedError`; the
+  file is read weights-only unless `trust_checkpoint=true`, srlab.utils.safe_load).
 
 Hydra reports unknown config groups/options and override typos itself,
 naming the key, before this function runs.
@@ -40,9 +44,12 @@ from omegaconf import DictConfig, OmegaConf
 
 from srlab.module import LOSSES
 from srlab.scales import SUPPORTED_SCALES
+from srlab.utils.safe_load import UnsafeCheckpointError, load_file, trust_file
 
 # Lightning's own ckpt_path keywords, resolved by the Trainer (not files).
 LIGHTNING_CKPT_KEYWORDS = ("best", "hpc", "registry")
+# `resume`: continue from the run folder's checkpoints/last.ckpt when no ckpt_path is given (auto), or not.
+RESUME_MODES = ("auto", "never")
 
 
 class ConfigError(ValueError):
@@ -51,6 +58,10 @@ class ConfigError(ValueError):
 
 class EvalError(ConfigError):
     """A configuration or input problem; eval.py prints its message as one line and exits non-zero."""
+
+
+class CheckpointRefusedError(ConfigError):
+    """`ckpt_path` names a file whose pickle would run code; the line says how to opt in (trust_checkpoint=true)."""
 
 
 def validate_config(cfg: DictConfig) -> None:
@@ -159,10 +170,32 @@ def check_module(cfg: DictConfig) -> None:
         raise ConfigError(f"module.loss={module.loss!r} is unknown; valid names: {', '.join(LOSSES)}")
 
 
+def auto_resume_checkpoint(cfg: DictConfig) -> Path | None:
+    """`<paths.output_dir>/checkpoints/last.ckpt` when `resume=auto`, no `ckpt_path` is given and that file exists.
+
+    The run folder is stable for a relaunch in it: `hydra.run.dir=...`, a multirun job folder (same
+    sweep dir and job number), a requeued SLURM job; a plain `python train.py` gets a new dated one.
+    """
+    resume = cfg.get("resume", "auto")
+    if resume not in RESUME_MODES:
+        raise ConfigError(f"resume={resume!r} must be auto (continue from the run folder's checkpoints/last.ckpt "
+                          "when it exists) or never (always start from step 0)")
+    if cfg.get("ckpt_path") is not None or resume != "auto":
+        return None
+    # Unresolvable outside a Hydra run (a config composed by hand): then there is no run folder to resume.
+    output_dir = OmegaConf.select(cfg, "paths.output_dir", throw_on_resolution_failure=False)
+    path = Path(output_dir) / "checkpoints" / "last.ckpt" if output_dir else None
+    return path if path is not None and path.is_file() else None
+
+
 def resolve_ckpt_path(cfg: DictConfig) -> Path | None:
-    """The checkpoint file a run resumes from: `ckpt_path`, or `<resume_dir>/checkpoints/last.ckpt` for `last`."""
+    """The checkpoint file a run resumes from: `ckpt_path`, `<resume_dir>/checkpoints/last.ckpt` for `last`,
+    or without `ckpt_path` the run folder's own last.ckpt (`auto_resume_checkpoint`)."""
+    auto = auto_resume_checkpoint(cfg)  # also checks the `resume` value
     ckpt_path = cfg.get("ckpt_path")
-    if ckpt_path is None or ckpt_path in LIGHTNING_CKPT_KEYWORDS:
+    if ckpt_path is None:
+        return auto
+    if ckpt_path in LIGHTNING_CKPT_KEYWORDS:
         return None
     if ckpt_path == "last":
         resume_dir = cfg.get("resume_dir")
@@ -194,9 +227,14 @@ def _model_mismatch(saved: dict, wanted: dict) -> list[str]:
 
 
 def load_checkpoint_hparams(path: Path) -> dict:
-    """`hyper_parameters` of a Lightning checkpoint; memory-mapped, so the weights are not read."""
+    """`hyper_parameters` of a Lightning checkpoint; memory-mapped, so the weights are not read.
+
+    Weights-only (`srlab.utils.safe_load`): a file whose pickle would run code raises `CheckpointRefusedError`.
+    """
     try:
-        checkpoint = torch.load(path, map_location="cpu", weights_only=False, mmap=True)
+        checkpoint = load_file(path, mmap=True)
+    except UnsafeCheckpointError as err:
+        raise CheckpointRefusedError(f"ckpt_path={err}") from err
     except Exception as err:
         raise ConfigError(f"ckpt_path={path}: not a readable checkpoint ({_one_line(err)})") from err
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("hyper_parameters"), dict):
@@ -213,10 +251,17 @@ def check_checkpoint(cfg: DictConfig) -> None:
         raise ConfigError(f"{key}={cfg.get(key)}: {path} is a folder; give the .ckpt file (e.g. checkpoints/last.ckpt)")
     if not path.is_file():
         raise ConfigError(f"{key}={cfg.get(key)}: no such checkpoint file {path}")
+    if cfg.get("trust_checkpoint"):
+        trust_file(path)  # the documented opt-in: this file is unpickled in full, here and when the run resumes
     saved = load_checkpoint_hparams(path).get("model")
     if not isinstance(saved, dict):
         raise ConfigError(f"ckpt_path={path}: not a checkpoint of srlab's SRModule (no hyper_parameters.model)")
     mismatches = _model_mismatch(saved, _container(cfg.model))
+    if mismatches and cfg.get("ckpt_path") is None:
+        raise ConfigError(
+            f"resume=auto: this run folder's {path} is for another model: {'; '.join(mismatches)} "
+            "(override model.* to match it, choose another run folder, or resume=never to start over in this one)"
+        )
     if mismatches:
         raise ConfigError(
             f"ckpt_path={path} is for another model: {'; '.join(mismatches)} (override model.* to match it)"

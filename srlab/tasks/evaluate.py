@@ -6,6 +6,7 @@
   comparison figures. ``report=paper`` also scores MATLAB bicubic and renders Tables II-V
   (and I, VI, VII, see configs/report/paper.yaml) into ``tables/``.
 - ``task=upscale``: `srlab.tasks.upscale`.
+- ``task=export``: `srlab.tasks.export` (an ONNX or TorchScript file for deployment).
 
 Weights come from ``ckpt_path`` (`srlab.tasks.weights`). A problem with the configuration
 raises :class:`EvalError`, which `eval.py` prints as one line.
@@ -26,7 +27,7 @@ from rich.console import Console
 from torch import nn
 from torchmetrics.functional.image import peak_signal_noise_ratio
 
-from srlab.data.benchmark import canonical_benchmark, load_benchmark
+from srlab.data.benchmark import canonical_benchmark, load_benchmark, load_image_folder
 from srlab.data.datasets import EvalDataset
 from srlab.data.io import tensor_to_uint8, write_image
 from srlab.eval.complexity import complexity_table, runtime_table
@@ -37,6 +38,7 @@ from srlab.eval.scoring import ImageScore, mean_scores, score_dataset
 from srlab.metrics.sr_metrics import prepare_for_scoring
 from srlab.models.bicubic import Bicubic
 from srlab.tasks.checks import ConfigError, EvalError
+from srlab.tasks.export import run_export
 from srlab.tasks.loggers import finish_wandb, instantiate_loggers, prepare_wandb_env
 from srlab.tasks.upscale import run_upscale
 from srlab.tasks.weights import load_model, make_forward, model_label, plan_sources, resolve_device
@@ -46,7 +48,7 @@ log = logging.getLogger(__name__)
 
 RESULT_FIELDS = ("model", "dataset", "scale", "psnr", "ssim", "paper_psnr", "paper_ssim")
 IMAGE_FIELDS = ("model", "dataset", "scale", "image", "psnr", "ssim")
-TASKS = ("benchmark", "upscale")
+TASKS = ("benchmark", "upscale", "export")
 
 
 # -- benchmark ---------------------------------------------------------------------------------
@@ -143,16 +145,42 @@ def _score_model(cfg: DictConfig, model: nn.Module, label: str, scale: int, sets
         _write_results(out_dir, results, per_image)  # after every set: a crash keeps what is done
 
 
-def _checked_set(root: Path, name: str) -> str:
-    """Canonical name of a benchmark set that exists under `root` (checked before any scoring starts)."""
+def _looks_like_path(entry: str) -> bool:
+    return any(sep in entry for sep in ("/", "\\")) or entry.startswith(("~", "."))
+
+
+def _checked_set(root: Path, entry: str) -> tuple[str, Path | None]:
+    """(name, folder) of one `datasets` entry, checked before any scoring starts.
+
+    A benchmark name or alias (Set5, U100...) is that set under `root`: (canonical name, None). Any
+    other entry naming a folder is that folder, scored as a set named after it: (folder name, folder).
+    """
+    entry = str(entry)
     try:
-        name = canonical_benchmark(str(name))
+        name = canonical_benchmark(entry)
     except ValueError as err:
-        raise EvalError(f"datasets: {err}") from err
+        folder = Path(entry).expanduser()
+        if folder.is_dir():
+            return folder.resolve().name, folder
+        if _looks_like_path(entry):
+            raise EvalError(f"datasets: {entry} is not a folder (give a benchmark name or a folder of images)") from err
+        raise EvalError(f"datasets: {err}, or a folder of images (e.g. datasets=[Set5,/path/to/my_set])") from err
     if not (root / name).is_dir():
         raise EvalError(f"benchmark_root={root}: no {name} folder (download: python -m srlab.data.download "
                         f"benchmarks --root {root.parent} --names {name})")
-    return name
+    return name, None
+
+
+def _checked_sets(root: Path, entries) -> dict[str, Path | None]:
+    """{set name: its folder, or None for a benchmark set under `root`}, in the given order; names are unique."""
+    sets: dict[str, Path | None] = {}
+    for entry in entries:
+        name, folder = _checked_set(root, entry)
+        if name in sets:
+            raise EvalError(f"datasets: two entries are named {name} (results.csv names each set once); "
+                            "rename a folder or drop the duplicate")
+        sets[name] = folder
+    return sets
 
 
 def run_benchmark(cfg: DictConfig, loggers: list | None = None) -> list[dict]:
@@ -161,7 +189,7 @@ def run_benchmark(cfg: DictConfig, loggers: list | None = None) -> list[dict]:
         return []
     sources = plan_sources(cfg)
     root = Path(cfg.benchmark_root)
-    names = [_checked_set(root, name) for name in cfg.datasets]
+    names = _checked_sets(root, cfg.datasets)
     out_dir = Path(cfg.paths.output_dir)
     device = resolve_device(cfg.device)
     loggers = loggers or []
@@ -169,9 +197,10 @@ def run_benchmark(cfg: DictConfig, loggers: list | None = None) -> list[dict]:
     per_image: list[dict] = []
     for scale, source in sources.items():
         sets = {}
-        for name in names:
+        for name, folder in names.items():
             try:
-                sets[name] = EvalDataset(name, load_benchmark(root, name, scale), scale)
+                pairs = load_benchmark(root, name, scale) if folder is None else load_image_folder(folder, scale)
+                sets[name] = EvalDataset(name, pairs, scale)
             except (FileNotFoundError, ValueError) as err:
                 raise EvalError(str(err)) from err
         log.info("loading %s", source.describe())
@@ -212,7 +241,8 @@ def paper_report(cfg: DictConfig, results: list[dict], console: Console | None =
         except ValueError as err:  # a set the paper does not report has no paper table to sit beside
             log.info("no paper table for %s: %s", name, err)
             continue
-        tables.append(benchmark_table(name, results, label))
+        # Only this set's rows: the others may be folders (eval.py datasets=[Set5,/my/set]) with no paper name.
+        tables.append(benchmark_table(name, [r for r in results if r["dataset"] == name], label))
     if paper.runtime.enabled:
         models = {name: factory() for name, factory in _models_at(paper.runtime.models, paper.runtime.scale).items()}
         table, _ = runtime_table(models, resolve_device(cfg.device), list(paper.runtime.sizes), paper.runtime.scale,
@@ -249,6 +279,8 @@ def evaluate(cfg: DictConfig) -> int:
     check_config(cfg)
     if cfg.task == "upscale":
         return run_upscale(cfg)
+    if cfg.task == "export":
+        return run_export(cfg)
     prepare_wandb_env(cfg)
     loggers = instantiate_loggers(cfg, Path(cfg.paths.output_dir))
     failed = True

@@ -9,6 +9,7 @@ self-ensemble inference.
 from __future__ import annotations
 
 import logging
+import pickle
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,8 @@ from torch import nn
 from srlab.eval.inference import make_inference, receptive_radius
 from srlab.module import SRModule
 from srlab.scales import SUPPORTED_SCALES
-from srlab.tasks.checks import ConfigError, EvalError, load_checkpoint_hparams
+from srlab.tasks.checks import CheckpointRefusedError, ConfigError, EvalError, load_checkpoint_hparams
+from srlab.utils.safe_load import UnsafeCheckpointError, load_file, trust_file
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +45,8 @@ def _lightning_scale(path: Path) -> int | None:
     """The model scale stored in a Lightning checkpoint of SRModule, or None if `path` is not one."""
     try:
         hparams = load_checkpoint_hparams(path)
+    except CheckpointRefusedError:
+        raise  # would run code: refused whatever kind of file it claims to be
     except ConfigError:  # a plain weights file (or unreadable: its loader will say so)
         return None
     model_cfg = hparams.get("model") or {}
@@ -74,11 +78,23 @@ def _self_loading(model_cfg: DictConfig) -> bool:
     return "path" in model_cfg.keys()  # `in` alone is False while the value is still ??? (missing)
 
 
+def _named_files(cfg: DictConfig) -> list[Path]:
+    """The weights files a run names: `ckpt_path` (one or a mapping) and a self-loading model's `path`."""
+    ckpt = cfg.get("ckpt_path")
+    paths = list(ckpt.values()) if isinstance(ckpt, (DictConfig, Mapping)) else [ckpt] if ckpt else []
+    if _self_loading(cfg.model) and not OmegaConf.is_missing(cfg.model, "path") and cfg.model.path:
+        paths.append(cfg.model.path)
+    return [Path(str(p)).expanduser() for p in paths]
+
+
 def plan_sources(cfg: DictConfig, scales: list[int] | None = None) -> dict[int, ModelSource]:
     """scale -> ModelSource for each of `scales` (default cfg.scales) that has weights; checks come first.
 
     Parameter-free models run at every requested scale; a checkpoint only at its own.
     """
+    if cfg.get("trust_checkpoint"):
+        for path in _named_files(cfg):
+            trust_file(path)  # the documented opt-in: these files are unpickled in full (their code runs)
     requested = [int(s) for s in (scales or cfg.scales)]
     bad = [s for s in requested if s not in SUPPORTED_SCALES]
     if bad or not requested:
@@ -118,15 +134,35 @@ def plan_sources(cfg: DictConfig, scales: list[int] | None = None) -> dict[int, 
     return chosen
 
 
+def _chain(err: BaseException | None):
+    """`err` and the exceptions it was raised from."""
+    while err is not None:
+        yield err
+        err = err.__cause__ or err.__context__
+
+
 def load_model(source: ModelSource, model_cfg: DictConfig, device: torch.device) -> nn.Module:
     if source.lightning_ckpt is not None:
-        model = SRModule.load_from_checkpoint(source.lightning_ckpt, map_location=device).model
-    elif source.weights is not None and _self_loading(model_cfg):
-        model = hydra.utils.instantiate(model_cfg, path=str(source.weights), scale=source.scale)
+        # Uncompiled even if trained with module.compile=true: each image size would be a new compile.
+        model = SRModule.load_from_checkpoint(source.lightning_ckpt, map_location=device, compile=False).model
+    elif _self_loading(model_cfg):
+        path = {} if source.weights is None else {"path": str(source.weights)}
+        try:
+            model = hydra.utils.instantiate(model_cfg, scale=source.scale, **path)
+        except Exception as err:  # Hydra wraps the loader's refusal: report it as the one line it is
+            cause = next((e for e in _chain(err) if isinstance(e, UnsafeCheckpointError)), None)
+            if cause is not None:
+                raise EvalError(f"{'model.path' if source.weights is None else 'ckpt_path'}={cause}") from err
+            raise
     else:
         model = hydra.utils.instantiate(model_cfg, scale=source.scale)
         if source.weights is not None:
-            state = torch.load(source.weights, map_location="cpu", weights_only=True)
+            try:
+                state = load_file(source.weights)
+            except UnsafeCheckpointError as err:
+                raise EvalError(f"ckpt_path={err}") from err
+            except pickle.UnpicklingError as err:
+                raise EvalError(f"ckpt_path={source.weights}: not a readable weights file ({err})") from err
             try:
                 model.load_state_dict(state.get("state_dict", state) if isinstance(state, Mapping) else state)
             except (RuntimeError, TypeError) as err:

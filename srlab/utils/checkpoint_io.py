@@ -16,6 +16,9 @@ this host are removed by the next successful save into the same folder.
 A failed write (disk full, read-only or missing folder, target is a folder...)
 raises `CheckpointWriteError` naming the path, removes its temporary file and
 leaves every earlier checkpoint as it was.
+
+Loads (resume through ``Trainer.fit(ckpt_path=...)``) are weights-only: a file whose pickle would
+run code is refused, naming the file and the global it asked for (`srlab.utils.safe_load`).
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from srlab.utils.files import atomic_open
+from srlab.utils.safe_load import guarded_load
 
 TEMP_SUFFIX = ".partial"
 
@@ -102,7 +106,13 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """Lightning CheckpointIO plugin: `TorchCheckpointIO` whose saves are atomic and durable (module docstring)."""
+    """Lightning CheckpointIO plugin: `TorchCheckpointIO` whose saves are atomic and durable, loads weights-only."""
+
+    def load_checkpoint(self, path, map_location: Any | None = None, weights_only: bool | None = None) -> dict:
+        """Lightning's load with ``weights_only=True`` unless the caller passes False or the file is trusted."""
+        kwargs = {} if map_location is None else {"map_location": map_location}
+        with guarded_load(path, weights_only) as weights_only:
+            return super().load_checkpoint(path, weights_only=weights_only, **kwargs)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
         if storage_options is not None:
