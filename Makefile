@@ -3,14 +3,15 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench clean
+.PHONY: setup demo test lint bench gpu-check clean
 
 # torch is installed first and pinned: an unpinned torch drags in GBs of CUDA wheels.
-$(VENV)/.installed: pyproject.toml
+# Then srlab with the exact versions of constraints.txt (pyproject.toml holds only ranges).
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet torch==2.13.0
-	$(BIN)/pip install --quiet -e ".[dev]"
+	$(BIN)/pip install --quiet -c constraints.txt -e ".[dev]"
 	touch $@
 
 setup: $(VENV)/.installed
@@ -26,6 +27,12 @@ lint: setup
 
 bench: setup
 	$(BIN)/python -m srlab.bench
+
+# On a GPU machine, in its own Python environment (not .venv): scripts/gpu_check.sh installs srlab
+# there without touching torch and writes gpu_check/report.{json,md} (or to $(GPU_CHECK_OUT)).
+GPU_CHECK_OUT ?= gpu_check
+gpu-check:
+	bash scripts/gpu_check.sh $(GPU_CHECK_OUT)
 
 clean:
 	rm -rf $(VENV) *.egg-info

@@ -10,8 +10,12 @@ import fnmatch
 from importlib import resources
 from pathlib import Path
 
+try:
+    import tomllib
+except ImportError:  # Python 3.10
+    import tomli as tomllib
+
 import pytest
-import tomllib
 
 from srlab.data.benchmark import canonical_benchmark
 from srlab.eval import paper

@@ -53,6 +53,7 @@ __all__ = [
     "ensure_cached",
     "ensure_decoded",
     "max_open_maps",
+    "load_npy",
     "save_npy_atomic",
 ]
 
@@ -77,6 +78,22 @@ def cache_path(source: Path, cache_dir: Path, variant: str) -> Path:
     path_key = _digest(str(source))
     source_key = _digest(f"{stat.st_size}:{stat.st_mtime_ns}")
     return Path(cache_dir) / f"{source.stem}.{path_key}.{variant}.{source_key}.npy"
+
+
+# np.load parses each header with ast.literal_eval, which is not thread-safe on CPython < 3.11.9 / 3.12.3
+# (gh-106905: "SystemError: AST constructor recursion depth mismatch" seen here with the data modules'
+# loading thread pools), so every header read goes through one lock; the data itself is read outside it.
+_NPY_HEADER_LOCK = threading.Lock()
+
+
+def load_npy(path: Path, mmap_mode: str | None = None) -> np.ndarray:
+    """`np.load(path, mmap_mode)` safe to call from several threads at once."""
+    if mmap_mode is not None:
+        with _NPY_HEADER_LOCK:
+            return np.load(path, mmap_mode=mmap_mode)
+    with _NPY_HEADER_LOCK:
+        header = np.load(path, mmap_mode="r")
+    return np.array(header)
 
 
 def save_npy_atomic(path: Path, array: np.ndarray) -> None:
@@ -118,7 +135,7 @@ def cached_array(source: Path, cache_dir: Path, variant: str, build: Callable[[]
     For small sets kept whole in memory (benchmark LR images): reading the entry holds
     no file open, where a memory map per image would hold one descriptor each.
     """
-    return np.load(ensure_cached(source, cache_dir, variant, build))
+    return load_npy(ensure_cached(source, cache_dir, variant, build))
 
 
 def ensure_decoded(source: Path, cache_dir: Path) -> Path:
@@ -305,7 +322,7 @@ class _OpenMaps:
 
     def _open(self, path: Path) -> np.ndarray:
         if path not in self._layouts:
-            header = np.load(path, mmap_mode="r")  # checks the header and the file's length
+            header = load_npy(path, mmap_mode="r")  # checks the header and the file's length
             if header.dtype != np.uint8 or not header.flags.c_contiguous:
                 raise ValueError(f"{header.dtype} array, expected C-ordered uint8 (save_npy_atomic)")
             self._layouts[path] = (header.offset, header.shape)

@@ -37,7 +37,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from srlab.data.base import SRDataModule
 from srlab.data.benchmark import benchmark_eval_sets, canonical_benchmark
-from srlab.data.cache import CACHE_DIRNAME, DiskImage, build_lock, ensure_cached, ensure_decoded
+from srlab.data.cache import CACHE_DIRNAME, DiskImage, build_lock, ensure_cached, ensure_decoded, load_npy
 from srlab.data.datasets import ImagePair
 from srlab.data.download import (
     BENCHMARK_DIR,
@@ -178,18 +178,18 @@ def load_div2k_pair(file: DIV2KFile, scale: int, patch_size: int, cache_dir: Pat
     name = file.hr.stem
     if cache_dir is not None:
         hr_entry = ensure_decoded(file.hr, cache_dir)
-        hr_shape = np.load(hr_entry, mmap_mode="r").shape
+        hr_shape = load_npy(hr_entry, mmap_mode="r").shape
         if file.lr is None:
             lr_entry = ensure_cached(
                 file.hr,
                 cache_dir,
                 f"lr_bicubic_x{scale}",
-                lambda: bicubic_downscale(modcrop(np.load(hr_entry), scale), scale),
+                lambda: bicubic_downscale(modcrop(load_npy(hr_entry), scale), scale),
             )
         else:
             lr_entry = ensure_decoded(file.lr, cache_dir)
         lr_shape, hr_shape = _usable_shapes(
-            file, np.load(lr_entry, mmap_mode="r").shape, hr_shape, scale, patch_size
+            file, load_npy(lr_entry, mmap_mode="r").shape, hr_shape, scale, patch_size
         )
         return ImagePair(name, DiskImage(lr_entry, lr_shape), DiskImage(hr_entry, hr_shape))
     # Uncached: decode once here so that every file is checked before training, then keep only paths.
