@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: setup demo test lint bench gpu-check clean
+.PHONY: setup demo test test-fast lint bench gpu-check clean
 
 # torch is installed first and pinned: an unpinned torch drags in GBs of CUDA wheels.
 # Then srlab with the exact versions of constraints.txt (pyproject.toml holds only ranges).
@@ -21,6 +21,10 @@ demo: setup
 
 test: lint
 	$(BIN)/python -m pytest -q
+
+# The everyday loop: lint and every test not marked slow (the end-to-end runs; `make test` adds them).
+test-fast: lint
+	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check .

@@ -1,23 +1,23 @@
 """report=paper renders the paper's tables from real runs; Table I, VI and VII pieces on their own."""
 
 import csv
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
+from omegaconf import open_dict
 from torch.utils.data import DataLoader
 
 from srlab.eval.complexity import complexity_table, count_flops, measure_latency, runtime_table
 from srlab.eval.paper import paper_value, table1_rows
 from srlab.eval.report import Table, collect_table1, to_latex
 from srlab.models.bicubic import Bicubic
-from srlab.models.hdsrnet import HDSRNet
+from srlab.models.hdsrnet import VARIANTS, HDSRNet
 from srlab.module import SRModule
 from srlab.tasks.evaluate import evaluate
+from tests.train_runs import write_hr_set
 
 REPO = Path(__file__).resolve().parents[1]
 TINY_HDSRNET = {"_target_": "srlab.models.hdsrnet.HDSRNet", "channels": 4, "num_blocks": 1, "lower_depth": 2}
@@ -41,16 +41,14 @@ def checkpoints(tmp_path_factory) -> dict[int, Path]:
 
 
 @pytest.fixture(scope="module")
-def table1_sweep(tmp_path_factory) -> Path:
-    """A real (tiny) Table I multirun: two variants, two training steps each."""
-    sweep = tmp_path_factory.mktemp("table1") / "sweep"
-    result = subprocess.run(
-        [sys.executable, "train.py", "-m", "debug=smoke", "model.variant=six_conv,full", "model.channels=4",
-         f"hydra.sweep.dir={sweep}", "callbacks.comparison_images=null"],
-        cwd=REPO, capture_output=True, text=True, timeout=300,
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return sweep
+def four_set_root(tmp_path_factory, benchmark_root) -> Path:
+    """The real Set5 and Set14 (benchmark_root); B100 and Urban100 as two generated HR images each (LR by srlab)."""
+    root = tmp_path_factory.mktemp("benchmark")
+    for name in ("Set5", "Set14"):
+        (root / name).symlink_to(benchmark_root / name, target_is_directory=True)
+    write_hr_set(root / "B100", ("a", "b"), size=(36, 48), seed=0)
+    write_hr_set(root / "Urban100", ("a", "b"), size=(60, 48), seed=1)
+    return root
 
 
 def compose_eval(overrides: list[str], output_dir: Path):
@@ -65,63 +63,94 @@ def best_from_metrics(run_dir: Path) -> tuple[float, float]:
     return float(best["val/psnr"]), float(best["val/ssim"])
 
 
+# Tables II-V: each set's paper table (paper facts: Set5 is Table II, ..., Urban100 Table V).
+SET_TABLES = {"Set5": "table2", "Set14": "table3", "B100": "table4", "Urban100": "table5"}
+SRLAB_ROWS = ("HDSRNet (srlab, measured)", "Bicubic (srlab, measured)", "Δ HDSRNet (srlab) − HDSRNet (paper)")
+
+
+def read_table_csv(path: Path) -> dict[str, list[str]]:
+    """{method cell: the ×2, ×3, ×4 cells} of a rendered Table II-V CSV."""
+    with open(path, newline="") as f:
+        header, *rows = list(csv.reader(f))
+    assert header == ["Dataset", "Methods", "×2", "×3", "×4"]
+    return {row[1]: row[2:] for row in rows}
+
+
 @pytest.mark.slow
-def test_report_paper_renders_all_tables_from_real_runs(checkpoints, table1_sweep, benchmark_root, tmp_path):
+def test_report_paper_renders_all_tables_from_real_runs(checkpoints, table1_sweep, four_set_root, tmp_path):
     ckpts = ",".join(f"{s}:'{p}'" for s, p in checkpoints.items())
-    cfg = compose_eval(["report=paper_quick", f"ckpt_path={{{ckpts}}}", "datasets=[Set5]",
-                        f"benchmark_root={benchmark_root}", f"report.table1_dir={table1_sweep}"], tmp_path)
+    cfg = compose_eval(["report=paper", f"ckpt_path={{{ckpts}}}", "datasets=[Set5,Set14,B100,Urban100]",
+                        f"benchmark_root={four_set_root}", f"report.table1_dir={table1_sweep}",
+                        "report.runtime.warmup=0", "report.runtime.repeats=1"], tmp_path)
+    # Table VI at the paper's sizes (256x256, 512x512 outputs) with models that time in milliseconds.
+    with open_dict(cfg):
+        cfg.report.runtime.models = {"HDSRNet": TINY_HDSRNET, "Bicubic": {"_target_": "srlab.models.bicubic.Bicubic"}}
+    assert list(cfg.report.runtime.sizes) == [256, 512]
     assert evaluate(cfg) == 0
 
     with open(tmp_path / "results.csv", newline="") as f:
         results = list(csv.DictReader(f))
     assert list(results[0]) == ["model", "dataset", "scale", "psnr", "ssim", "paper_psnr", "paper_ssim"]
-    assert sorted((r["model"], r["scale"]) for r in results) == sorted(
-        (m, str(s)) for m in ("HDSRNet", "Bicubic") for s in (2, 3, 4))
-    measured = {(r["model"], int(r["scale"])): (float(r["psnr"]), float(r["ssim"])) for r in results}
+    assert sorted((r["model"], r["dataset"], r["scale"]) for r in results) == sorted(
+        (m, d, str(s)) for m in ("HDSRNet", "Bicubic") for d in SET_TABLES for s in (2, 3, 4))
+    measured = {(r["model"], r["dataset"], int(r["scale"])): (float(r["psnr"]), float(r["ssim"])) for r in results}
     assert float(next(r for r in results if r["model"] == "HDSRNet" and r["scale"] == "2")["paper_psnr"]) == 37.95
 
     tables = tmp_path / "tables"
-    for name in ("table1", "table2", "table6", "table7"):
+    for name in ("table1", *SET_TABLES.values(), "table6", "table7"):
         for suffix in ("md", "csv", "tex"):
-            assert (tables / f"{name}.{suffix}").stat().st_size > 0
+            assert (tables / f"{name}.{suffix}").stat().st_size > 0, f"{name}.{suffix}"
+    for dataset, name in SET_TABLES.items():
+        rows = read_table_csv(tables / f"{name}.csv")
+        markdown = (tables / f"{name}.md").read_text()
+        for s, hdsrnet, bicubic, delta in zip((2, 3, 4), *(rows[label] for label in SRLAB_ROWS)):
+            psnr, ssim = measured["HDSRNet", dataset, s]
+            paper_psnr, paper_ssim = paper_value(dataset, s)
+            expected = {
+                hdsrnet: f"{psnr:.2f}/{ssim:.4f}",
+                bicubic: "{:.2f}/{:.4f}".format(*measured["Bicubic", dataset, s]),
+                delta: f"{psnr - paper_psnr:+.2f}/{ssim - paper_ssim:+.4f}",
+            }
+            for cell, want in expected.items():
+                assert cell == want, f"{name} x{s}: {cell} != {want}"
+                assert f" {want} " in markdown
     table2 = (tables / "table2.md").read_text()
     for paper_cell in ("37.95/0.9604", "34.31/0.9263", "32.15/0.8927", "33.66/0.9299", "36.66/0.9542"):
         assert paper_cell in table2  # HDSRNet's, Bicubic's and SRCNN's paper numbers
-    hdsrnet_row = next(line for line in table2.splitlines() if "HDSRNet (srlab, measured)" in line)
-    bicubic_row = next(line for line in table2.splitlines() if "Bicubic (srlab, measured)" in line)
-    delta_row = next(line for line in table2.splitlines() if line.startswith("|  | Δ HDSRNet"))
-    for s in (2, 3, 4):
-        psnr, ssim = measured["HDSRNet", s]
-        assert f"{psnr:.2f}/{ssim:.4f}" in hdsrnet_row
-        assert "{:.2f}/{:.4f}".format(*measured["Bicubic", s]) in bicubic_row
-        paper_psnr, paper_ssim = paper_value("Set5", s)
-        assert f"{psnr - paper_psnr:+.2f}/{ssim - paper_ssim:+.4f}" in delta_row
-    assert "37.95/0.9604" in (tables / "table2.csv").read_text()
     assert r"HDSRNet (srlab, measured)" in (tables / "table2.tex").read_text()
     assert r"\toprule" in (tables / "table2.tex").read_text()
 
     table1 = (tables / "table1.md").read_text()
     assert "25.13/0.7525" in table1 and "26.01/0.7827" in table1
-    six_conv = next(line for line in table1.splitlines() if "| six_conv |" in line)
-    assert "{:.2f}/{:.4f}".format(*best_from_metrics(next(table1_sweep.glob("*six_conv*")))) in six_conv
+    for entry in collect_table1(table1_sweep):
+        row = next(line for line in table1.splitlines() if f"| {entry['variant']} |" in line)
+        assert "{:.2f}/{:.4f}".format(*best_from_metrics(Path(entry["run_dir"]))) in row
+
     with open(tables / "table6.csv", newline="") as f:
-        header, row = list(csv.reader(f))
-    assert header[-4:] == ["HDSRNet (srlab)", "SRCNN (srlab)", "HRN (srlab)", "Bicubic (srlab)"]
-    assert row[:5] == ["64 × 64", "-", "-", "-", "-"]  # report=paper_quick times 64x64 outputs: no paper figure
-    assert all(float(ms) > 0 for ms in row[5:])
+        header, *rows = list(csv.reader(f))
+    assert header[-2:] == ["HDSRNet (srlab)", "Bicubic (srlab)"]
+    assert [row[:5] for row in rows] == [["256 × 256", "17.2", "15.9", "18.38", "14.17"],
+                                         ["512 × 512", "57.5", "19.9", "75.79", "26.11"]]
+    assert all(float(ms) > 0 for row in rows for ms in row[5:])
     assert "1,966,208" in (tables / "table7.md").read_text()
     combined = (tables / "paper_tables.md").read_text()
-    assert all(f"TABLE {n}:" in combined for n in ("I", "II", "VI", "VII"))
-    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == [f"Set5_x{s}_baby.png" for s in (2, 3, 4)]
+    assert all(f"TABLE {n}:" in combined for n in ("I", "II", "III", "IV", "V", "VI", "VII"))
+    first_images = {"Set5": "baby", "Set14": "baboon", "B100": "a", "Urban100": "a"}
+    assert sorted(p.name for p in (tmp_path / "figures").iterdir()) == sorted(
+        f"{d}_x{s}_{image}.png" for d, image in first_images.items() for s in (2, 3, 4))
 
 
 @pytest.mark.slow
 def test_table1_takes_each_variants_best_validation_score(table1_sweep):
     entries = collect_table1(table1_sweep)
-    assert [e["variant"] for e in entries] == ["six_conv", "full"]  # paper row order
+    assert [e["variant"] for e in entries] == list(VARIANTS)  # paper row order
     for entry in entries:
-        assert (entry["psnr"], entry["ssim"]) == best_from_metrics(Path(entry["run_dir"]))
-        assert entry["val_set"] == "Sample" and entry["scale"] == 2
+        run_dir = Path(entry["run_dir"])
+        with open(run_dir / "csv" / "metrics.csv", newline="") as f:
+            validations = [r for r in csv.DictReader(f) if r.get("val/psnr")]
+        assert len(validations) == 2  # validated after each of the two steps: "best" is a choice
+        assert (entry["psnr"], entry["ssim"]) == best_from_metrics(run_dir)
+        assert entry["val_set"] == "Sample" and entry["scale"] == 4
     assert len(table1_rows()) == 9
 
 

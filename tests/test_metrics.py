@@ -1,4 +1,4 @@
-"""The scoring protocol (docs/protocol.md): known values and the paper's Bicubic rows on Set5."""
+"""The scoring protocol (docs/protocol.md): known values and the paper's Bicubic rows on Set5 and Set14."""
 
 from __future__ import annotations
 
@@ -7,13 +7,18 @@ import math
 import numpy as np
 import pytest
 import torch
+from hydra import compose, initialize_config_dir
 
-from srlab.data.datasets import to_tensor
-from srlab.data.imresize import bicubic_upscale, modcrop
-from srlab.data.io import read_image
 from srlab.metrics.sr_metrics import SRMetrics, psnr_ssim_per_image, quantize, to_luma
+from srlab.tasks.evaluate import run_benchmark
+from tests.conftest import REPO, require_shared_data
 
-PAPER_BICUBIC_SET5 = {2: (33.66, 0.9299), 3: (30.39, 0.8682), 4: (28.42, 0.8104)}
+# Paper Tables II and III, Bicubic rows; tolerances of docs/protocol.md.
+PAPER_BICUBIC = {
+    ("Set5", 2): (33.66, 0.9299), ("Set5", 3): (30.39, 0.8682), ("Set5", 4): (28.42, 0.8104),
+    ("Set14", 2): (30.24, 0.8688), ("Set14", 3): (27.55, 0.7742), ("Set14", 4): (26.00, 0.7027),
+}
+PSNR_TOL, SSIM_TOL = 0.03, 0.0015
 
 
 def test_luma_matches_bt601_formula():
@@ -64,19 +69,29 @@ def test_metric_averages_per_image_not_pooled():
     assert metric.compute()["psnr"].item() != pytest.approx(10 * math.log10(255**2 / pooled_mse))
 
 
-@pytest.mark.parametrize("scale", [2, 3, 4])
-def test_bicubic_set5_matches_paper_row(benchmark_root, scale):
-    psnrs, ssims = [], []
-    for hr_path in sorted((benchmark_root / "Set5" / "HR").glob("*.png")):
-        hr = modcrop(read_image(hr_path), scale)
-        lr = read_image(benchmark_root / "Set5" / "LR_bicubic" / f"X{scale}" / f"{hr_path.stem}x{scale}.png")
-        sr = bicubic_upscale(lr, scale)
-        psnr, ssim = psnr_ssim_per_image(to_tensor(sr)[None], to_tensor(hr)[None], scale)
-        psnrs.append(psnr.item())
-        ssims.append(ssim.item())
-    paper_psnr, paper_ssim = PAPER_BICUBIC_SET5[scale]
-    assert np.mean(psnrs) == pytest.approx(paper_psnr, abs=0.03)
-    assert np.mean(ssims) == pytest.approx(paper_ssim, abs=0.0015)
+def test_bicubic_rows_of_set5_and_set14_in_process(benchmark_root, tmp_path):
+    """`eval.py model=bicubic datasets=[Set5,Set14]`, in-process: the paper's Bicubic rows (Tables II, III)."""
+    with initialize_config_dir(config_dir=str(REPO / "configs"), version_base="1.3"):
+        cfg = compose("eval", overrides=["model=bicubic", f"benchmark_root={benchmark_root}", "datasets=[Set5,Set14]",
+                                         "figures.enabled=false", "device=cpu", f"paths.output_dir={tmp_path}"])
+    results = run_benchmark(cfg)
+    assert sorted((r["dataset"], r["scale"]) for r in results) == [(d, s) for d in ("Set14", "Set5") for s in (2, 3, 4)]
+    for row in results:
+        where = f"{row['dataset']} x{row['scale']}"
+        paper_psnr, paper_ssim = PAPER_BICUBIC[row["dataset"], row["scale"]]
+        assert (row["model"], row["paper_psnr"], row["paper_ssim"]) == ("Bicubic", f"{paper_psnr:.2f}",
+                                                                        f"{paper_ssim:.4f}"), where
+        assert abs(float(row["psnr"]) - paper_psnr) <= PSNR_TOL, where
+        assert abs(float(row["ssim"]) - paper_ssim) <= SSIM_TOL, where
+
+
+def test_shared_data_is_required_in_ci_and_optional_elsewhere(monkeypatch):
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match=r"no_such_set not found .*CI=true"):
+        require_shared_data("benchmark/no_such_set")
+    monkeypatch.delenv("CI")
+    with pytest.raises(pytest.skip.Exception, match=r"no_such_set not found"):
+        require_shared_data("benchmark/no_such_set")
 
 
 def test_ssim_equals_direct_matlab_style_valid_filtering():

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from srlab.data.sample import SampleDataModule
+from srlab.eval.scoring import mean_scores, score_dataset
 from srlab.module import SRModule
 
 SMALL_HDSRNET = {
@@ -51,7 +52,13 @@ def test_validation_logs_per_dataset_psnr_and_ssim(tmp_path):
     for key in ("val/Sample/psnr", "val/Sample/ssim", "val/psnr", "val/ssim"):
         assert key in metrics
     assert metrics["val/psnr"] == metrics["val/Sample/psnr"]
-    assert 0 < float(metrics["val/Sample/ssim"]) <= 1
+    # What was logged is the mean over the validation images of the protocol's per-image scores.
+    (val_set,) = datamodule.eval_sets
+    scores = score_dataset(module.eval(), val_set)
+    assert [s.image for s in scores] == ["coffee", "rocket"]
+    psnr, ssim = mean_scores(scores)
+    assert float(metrics["val/Sample/psnr"]) == pytest.approx(psnr, abs=1e-4)
+    assert float(metrics["val/Sample/ssim"]) == pytest.approx(ssim, abs=1e-6)
 
 
 def test_checkpoint_reloads_with_identical_outputs(tmp_path):

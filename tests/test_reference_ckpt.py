@@ -131,5 +131,5 @@ def test_model_config_loads_a_reference_file(tmp_path):
     path = tmp_path / "HDSRNet_x4.pt"
     torch.save({"model": to_reference_state_dict(model)}, path)
     with initialize_config_dir(config_dir=str(CONFIG_DIR), version_base="1.3"):
-        cfg = compose("train", overrides=["model=hdsrnet_reference", f"model.path={path}", "model.scale=4"])
+        cfg = compose("eval", overrides=["model=hdsrnet_reference", f"model.path={path}", "model.scale=4"])
     outputs_match(model, hydra.utils.instantiate(cfg.model))

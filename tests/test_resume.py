@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import signal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -31,6 +32,8 @@ from tests.train_runs import (
     run_train,
     start_train,
     wait_for,
+    write_div2k_layout,
+    write_hr_set,
 )
 
 # Two epochs of three steps, last.ckpt refreshed after every step.
@@ -74,12 +77,22 @@ def test_ckpt_path_last_names_the_missing_checkpoint(tmp_path):
     assert not (tmp_path / "run" / "checkpoints").exists()  # failed before any training
 
 
+def div2k_with_workers(tmp_path: Path) -> list[str]:
+    """RESUMABLE on a generated DIV2K folder (DIV2KDataModule, its cache) read by 2 loader worker processes."""
+    root = write_div2k_layout(tmp_path / "DIV2K", range(1, 5), scale=2)
+    benchmark = write_hr_set(tmp_path / "benchmark" / "Set5", ("a",), size=(40, 44)).parent
+    return [*RESUMABLE, "data=div2k", f"data.root={root}", f"data.benchmark_root={benchmark}", "data.val_sets=[Set5]",
+            "data.data_range=[1,4]", "data.patch_size=24", "data.batch_size=2", "data.num_workers=2"]
+
+
 @pytest.mark.slow
-def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
+@pytest.mark.parametrize("data", ["sample", "div2k_2_workers"])
+def test_sigkilled_run_resumes_to_the_uninterrupted_result(data, tmp_path):
+    args = RESUMABLE if data == "sample" else div2k_with_workers(tmp_path)
     reference_dir, killed_dir, resumed_dir = tmp_path / "reference", tmp_path / "killed", tmp_path / "resumed"
-    reference = start_train([*RESUMABLE, f"hydra.run.dir={reference_dir}"], tmp_path)
+    reference = start_train([*args, f"hydra.run.dir={reference_dir}"], tmp_path)
     killed = start_train(
-        [*RESUMABLE, f"hydra.run.dir={killed_dir}", "+callbacks.kill._target_=tests.train_runs.KillAtStep",
+        [*args, f"hydra.run.dir={killed_dir}", "+callbacks.kill._target_=tests.train_runs.KillAtStep",
          "+callbacks.kill.step=5"], tmp_path,
     )
     finish(killed, expect_rc=-signal.SIGKILL)
@@ -87,7 +100,7 @@ def test_sigkilled_run_resumes_to_the_uninterrupted_result(tmp_path):
     # Killed after step 5, before its checkpoint: last.ckpt is step 4, in the middle of epoch 1.
     assert checkpoint(killed_dir / "checkpoints" / "last.ckpt")["global_step"] == 4
 
-    run_train([*RESUMABLE, f"hydra.run.dir={resumed_dir}", "ckpt_path=last", f"resume_dir={killed_dir}"], tmp_path)
+    run_train([*args, f"hydra.run.dir={resumed_dir}", "ckpt_path=last", f"resume_dir={killed_dir}"], tmp_path)
 
     expected, resumed = checkpoint(reference_dir / "checkpoints" / "last.ckpt"), checkpoint(
         resumed_dir / "checkpoints" / "last.ckpt"

@@ -10,14 +10,18 @@ from pathlib import Path
 import hydra
 import pytest
 from hydra import compose, initialize_config_dir
-from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from srlab.callbacks.sweep_summary import SUMMARY_FILE, collect_sweep, write_sweep_summary
-from tests.train_runs import REPO, SMOKE, checkpoint, read_csv, run_train
+from srlab.models.hdsrnet import VARIANTS
+from srlab.tasks.train import train
+from tests.train_runs import REPO, SMOKE, TINY_MODEL, checkpoint, clear_hydra, compose_train, read_csv, run_train
 
 # Globbed when the tests are collected: a new experiment file is smoke-tested without editing this file.
+# `demo` is the default config, which tests/test_train_cli.py runs end to end; `table1` is the
+# session's shared Table I sweep (conftest.table1_sweep), checked in test_table1_sweep_summary.
 EXPERIMENTS = sorted(p.stem for p in (REPO / "configs" / "experiment").glob("*.yaml"))
+SINGLE_RUN_EXPERIMENTS = [e for e in EXPERIMENTS if e not in ("demo", "table1")]
 
 
 def compose_with_hydra(overrides: list[str]):
@@ -25,38 +29,51 @@ def compose_with_hydra(overrides: list[str]):
         return compose("train", overrides=overrides, return_hydra_config=True)
 
 
-def first_sweep_values(experiment: str) -> dict[str, str]:
-    """The experiment's own sweep (hydra.sweeper.params) cut to each key's first value."""
-    params = compose_with_hydra([f"experiment={experiment}"]).hydra.sweeper.params or {}
-    parser = OverridesParser.create()
-    return {key: next(parser.parse_override(f"{key}={value}").sweep_string_iterator()) for key, value in params.items()}
-
-
-def assert_finished_run(run_dir: Path) -> dict:
-    assert (run_dir / ".hydra" / "config.yaml").is_file()
-    assert checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] >= 1
+def assert_finished_run(run_dir: Path, launched_by_hydra: bool = True) -> dict:
+    """A finished smoke run: config, last.ckpt after both steps, and metrics.json's best = its logged validation."""
+    assert (run_dir / ".hydra" / "config.yaml").is_file() == launched_by_hydra
+    assert checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2
     best = json.loads((run_dir / "metrics.json").read_text())["best"]
-    assert math.isfinite(best["val/psnr"]) and best["val/psnr"] > 0
+    validations = [r for r in read_csv(run_dir / "csv" / "metrics.csv") if r.get("val/psnr")]
+    best_logged = max(validations, key=lambda r: float(r["val/psnr"]))
+    assert best["val/psnr"] == pytest.approx(float(best_logged["val/psnr"]))
+    assert best["step"] == int(best_logged["step"]) + 1  # Lightning logs a validation at the step before
     return best
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("experiment", EXPERIMENTS)
+@pytest.mark.parametrize("experiment", SINGLE_RUN_EXPERIMENTS)
 def test_experiment_runs_under_smoke(experiment, tmp_path):
-    """A sweep experiment (e.g. table1) runs as a multirun of one job, each swept key at its first
-    value; tests/test_experiments.py runs the whole Table I sweep."""
+    """Each experiment config trains 2 steps in-process under debug=smoke (HDSRNet ones with a tiny model)."""
+    run_dir = tmp_path / "run"
     args = [f"experiment={experiment}", "debug=smoke", "callbacks.progress_bar=null"]
-    sweep = first_sweep_values(experiment)
-    if not sweep:
-        run_train([*args, f"hydra.run.dir={tmp_path / 'run'}"], tmp_path)
-        assert_finished_run(tmp_path / "run")
-        return
-    reduced = ",".join(f"{key}:{value}" for key, value in sweep.items())
-    run_train(["-m", *args, f"hydra.sweeper.params={{{reduced}}}", f"hydra.sweep.dir={tmp_path / 'sweep'}"], tmp_path)
-    (job_dir,) = [p for p in (tmp_path / "sweep").iterdir() if p.is_dir()]
-    assert_finished_run(job_dir)
-    (row,) = read_csv(tmp_path / "sweep" / SUMMARY_FILE)
-    assert {key: row[key] for key in sweep} == sweep
+    model_target = compose_with_hydra(args).model._target_
+    if model_target == "srlab.models.hdsrnet.HDSRNet":
+        args += TINY_MODEL
+    cfg = compose_train(args, run_dir)
+    try:
+        train(cfg)
+    finally:
+        clear_hydra()
+    assert cfg.task_name == compose_with_hydra([f"experiment={experiment}"]).task_name
+    best = assert_finished_run(run_dir, launched_by_hydra=False)
+    saved = checkpoint(run_dir / "checkpoints" / "last.ckpt")
+    assert saved["hyper_parameters"]["model"]["_target_"] == model_target
+    assert saved["hyper_parameters"]["model"]["scale"] == cfg.model.scale
+    assert math.isfinite(best["val/psnr"])
+
+
+@pytest.mark.slow
+def test_table1_sweep_summary(table1_sweep):
+    """The shared Table I sweep: one summary row per variant, in paper order, each its job's best validation."""
+    rows = read_csv(table1_sweep / SUMMARY_FILE)
+    assert [(r["job"], r["model.variant"], r["status"]) for r in rows] == [
+        (str(i), variant, "ok") for i, variant in enumerate(VARIANTS)
+    ]
+    for row in rows:
+        best = assert_finished_run(table1_sweep / row["run_dir"])
+        assert float(row["val/psnr"]) == pytest.approx(best["val/psnr"])
+        assert int(row["best_step"]) == best["step"]
 
 
 @pytest.mark.slow

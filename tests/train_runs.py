@@ -1,6 +1,7 @@
 """Helpers for the tests that train: a tiny HDSRNet, train.py as a subprocess or in-process, run-folder readers.
 
-Also the test-only Lightning callbacks a train.py subprocess loads by `_target_`
+Also generated data in the real layouts (a DIV2K folder, HR-only benchmark sets), and the
+test-only Lightning callbacks a train.py subprocess loads by `_target_`
 (`tests.train_runs.KillAtStep`; train.py's folder, the repository root, is on its path).
 """
 
@@ -14,11 +15,16 @@ import sys
 import time
 from pathlib import Path
 
+import cv2
 import lightning as L
+import numpy as np
 import torch
 from hydra import compose, initialize_config_dir
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
+
+from srlab.data.imresize import bicubic_downscale, modcrop
+from srlab.data.io import write_image
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -26,6 +32,32 @@ REPO = Path(__file__).resolve().parents[1]
 TINY_MODEL = ["model.channels=8", "model.num_blocks=1", "model.lower_depth=2"]
 # debug=smoke-sized training with the tiny model and no progress bar in captured output.
 SMOKE = ["debug=smoke", *TINY_MODEL, "callbacks.progress_bar=null"]
+
+
+def random_photo(rng: np.random.Generator, height: int, width: int) -> np.ndarray:
+    """Smooth random colours (a 6x6 grid, bicubic-upscaled) plus noise: content at every scale, like a photo."""
+    coarse = rng.integers(0, 256, (6, 6, 3)).astype(np.float32)
+    smooth = cv2.resize(coarse, (width, height), interpolation=cv2.INTER_CUBIC)
+    return np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
+
+
+def write_div2k_layout(root: Path, numbers: range, scale: int, size: tuple[int, int] = (48, 60), seed: int = 0) -> Path:
+    """DIV2K's folders (`DIV2K_train_HR/0001.png`, `DIV2K_train_LR_bicubic/X{s}/0001x{s}.png`) of generated images."""
+    rng = np.random.default_rng(seed)
+    for number in numbers:
+        hr = random_photo(rng, *size)
+        write_image(root / "DIV2K_train_HR" / f"{number:04d}.png", hr)
+        lr = bicubic_downscale(modcrop(hr, scale), scale)
+        write_image(root / "DIV2K_train_LR_bicubic" / f"X{scale}" / f"{number:04d}x{scale}.png", lr)
+    return root
+
+
+def write_hr_set(folder: Path, stems: tuple[str, ...], size: tuple[int, int], seed: int = 0) -> Path:
+    """A benchmark set of generated HR images alone (`<folder>/HR/<stem>.png`); srlab makes the LR images."""
+    rng = np.random.default_rng(seed)
+    for stem in stems:
+        write_image(folder / "HR" / f"{stem}.png", random_photo(rng, *size))
+    return folder
 
 
 def train_env(tmp_path: Path) -> dict[str, str]:
@@ -43,10 +75,10 @@ def train_env(tmp_path: Path) -> dict[str, str]:
     return env
 
 
-def start_train(args: list[str], tmp_path: Path) -> subprocess.Popen:
-    """`python train.py <args>` from the repository root, output captured."""
+def start_train(args: list[str], tmp_path: Path, extra_env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`python train.py <args>` from the repository root, output captured; `extra_env` adds variables."""
     return subprocess.Popen(
-        [sys.executable, "train.py", *args], cwd=REPO, env=train_env(tmp_path),
+        [sys.executable, "train.py", *args], cwd=REPO, env={**train_env(tmp_path), **(extra_env or {})},
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )
 
@@ -63,8 +95,9 @@ def finish(proc: subprocess.Popen, timeout: float = 240, expect_rc: int = 0) -> 
     return output
 
 
-def run_train(args: list[str], tmp_path: Path, timeout: float = 240, expect_rc: int = 0) -> str:
-    return finish(start_train(args, tmp_path), timeout, expect_rc)
+def run_train(args: list[str], tmp_path: Path, timeout: float = 240, expect_rc: int = 0,
+              extra_env: dict[str, str] | None = None) -> str:
+    return finish(start_train(args, tmp_path, extra_env), timeout, expect_rc)
 
 
 def compose_train(overrides: list[str], run_dir: Path) -> DictConfig:
@@ -114,6 +147,18 @@ class KillAtStep(L.Callback):
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step == self.step:
             os.kill(os.getpid(), signal.SIGKILL)
+
+
+class NaNInputOnRank(L.Callback):
+    """Fills rank `rank`'s training batch with NaN at step `step`: only that rank's loss is non-finite."""
+
+    def __init__(self, rank: int, step: int):
+        self.rank = rank
+        self.step = step
+
+    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx):
+        if trainer.global_rank == self.rank and trainer.global_step == self.step:
+            batch["lr"].fill_(float("nan"))
 
 
 class PauseAtStep(L.Callback):
