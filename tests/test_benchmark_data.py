@@ -21,14 +21,14 @@ from srlab.data.benchmark import (
 from srlab.data.datasets import EvalDataset
 from srlab.data.imresize import bicubic_downscale, modcrop
 from srlab.data.io import read_image, write_image
+from tests.conftest import require_shared_data
 
 SHARED_BENCHMARK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmark"
 
 
 def shared_set(name: str) -> Path:
     path = SHARED_BENCHMARK / name
-    if not (path / "HR").is_dir():
-        pytest.skip(f"benchmark set {name} not found at {path} (../shared/data beside the repo)")
+    require_shared_data(f"benchmark/{name}/HR")
     return path
 
 

@@ -26,6 +26,7 @@ from srlab.data.imresize import bicubic_downscale, modcrop
 from srlab.data.io import list_images, read_image, write_image
 from srlab.data.sample import SampleDataModule
 from srlab.module import SRModule
+from tests.conftest import require_shared_data
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -34,9 +35,7 @@ SHARED_BENCHMARK = SHARED_DATA / "benchmark"
 
 @pytest.fixture(scope="module")
 def t91() -> list[np.ndarray]:
-    folder = SHARED_DATA / "train" / "T91" / "HR"
-    if not folder.is_dir():
-        pytest.skip(f"T91 training images not found at {folder} (../shared/data beside the repo)")
+    folder = require_shared_data("train/T91/HR")
     return [read_image(p) for p in list_images(folder)[:6]]
 
 
@@ -395,8 +394,7 @@ def test_download_fetches_only_missing_splits_and_sets(tmp_path: Path, t91, monk
 
 
 def test_validation_alone_needs_no_div2k(tmp_path: Path) -> None:
-    if not (SHARED_BENCHMARK / "Set5" / "HR").is_dir():
-        pytest.skip(f"Set5 not found at {SHARED_BENCHMARK} (../shared/data beside the repo)")
+    require_shared_data("benchmark/Set5/HR")
     dm = module(tmp_path / "DIV2K", benchmark_root=SHARED_BENCHMARK, val_sets=["Set5"], download=True)
     dm.trainer = SimpleNamespace(state=SimpleNamespace(fn=TrainerFn.VALIDATING), world_size=1)
     dm.prepare_data()  # would raise (missing root) or download if it touched DIV2K
@@ -436,8 +434,7 @@ def quiet_trainer(**kwargs) -> L.Trainer:
 
 
 def test_fit_on_div2k_layout_logs_set5_psnr(tmp_path: Path, t91, one_torch_thread) -> None:
-    if not (SHARED_BENCHMARK / "Set5" / "HR").is_dir():
-        pytest.skip(f"Set5 not found at {SHARED_BENCHMARK} (../shared/data beside the repo)")
+    require_shared_data("benchmark/Set5/HR")
     root = write_div2k(tmp_path / "DIV2K", dict(enumerate(t91[:4], 1)), scale=None)
     L.seed_everything(0)
     dm = module(root, scale=4, data_range=[1, 4], benchmark_root=SHARED_BENCHMARK, val_sets=["Set5"])

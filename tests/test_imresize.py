@@ -17,6 +17,7 @@ from srlab.data.imresize import (
     resize_matrix,
 )
 from srlab.scales import SUPPORTED_SCALES
+from tests.conftest import require_shared_data
 
 BENCHMARK = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "benchmark"
 
@@ -36,9 +37,7 @@ def _read_png(path: Path) -> np.ndarray:
 @pytest.mark.parametrize("scale", SUPPORTED_SCALES)
 @pytest.mark.parametrize("set_name", ["Set5", "Set14"])
 def test_downscale_matches_matlab_lr_files(set_name: str, scale: int) -> None:
-    hr_dir = BENCHMARK / set_name / "HR"
-    if not hr_dir.is_dir():
-        pytest.skip(f"benchmark data not found at {hr_dir} (../shared/data beside the repo)")
+    hr_dir = require_shared_data(f"benchmark/{set_name}/HR")
     hr_paths = sorted(hr_dir.glob("*.png"))
     assert hr_paths, f"no HR images in {hr_dir}"
     for hr_path in hr_paths:

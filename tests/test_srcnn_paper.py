@@ -4,7 +4,6 @@ bicubic CbCr, pre-upsampled training crops, and a short training run on T91 that
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import hydra
@@ -22,6 +21,7 @@ from srlab.data.imresize import bicubic_downscale, bicubic_upscale, imresize_tor
 from srlab.models.bicubic import Bicubic
 from srlab.models.srcnn import SRCNN
 from srlab.module import SRModule, central_region, parameter_groups
+from tests.conftest import require_shared_data
 
 REPO = Path(__file__).resolve().parents[1]
 T91 = REPO.parent / "shared" / "data" / "train" / "T91"
@@ -170,10 +170,7 @@ def test_pre_upsampled_crops_come_from_the_upscaled_whole_image_and_collate_to_y
 
 
 def test_short_t91_training_lowers_the_loss(tmp_path):
-    if not (T91 / "HR").is_dir():
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"T91 not found at {T91}: CI must provide ../shared/data/train/T91")
-        pytest.skip(f"T91 not found at {T91} (../shared is absent)")
+    require_shared_data("train/T91/HR")
     from srlab.data.folder import FolderDataModule
 
     L.seed_everything(0)
