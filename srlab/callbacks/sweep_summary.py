@@ -3,27 +3,64 @@
 `SweepSummary` is a Hydra callback (configured under `hydra.callbacks`), so it runs
 once in the process that launched the sweep, after every job has finished, whatever
 the launcher (basic, joblib, SLURM). It reads what each job left in its folder:
-`.hydra/overrides.yaml`, `.hydra/hydra.yaml` (the job number) and `metrics.json`
-(written by `srlab.callbacks.MetricsFile`), and writes `<sweep dir>/sweep_summary.csv`.
+`.hydra/overrides.yaml`, `.hydra/hydra.yaml` (the job number), `metrics.json`
+(written by `srlab.callbacks.MetricsFile`) and `job_status.json`, and writes
+`<sweep dir>/sweep_summary.csv`.
+
+`job_status.json` is written by the same callback in each job's own process (Hydra calls
+`on_job_start` / `on_job_end` there, under any launcher): `running` when the job starts,
+`completed` or `failed` (with the error) when it ends. A job killed on the way (SIGKILL, a
+time limit, a SIGTERM stop) keeps `running`, so the summary says it did not finish, and a
+failed job is named with its error rather than left out.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from hydra.core.utils import JobReturn, JobStatus
 from hydra.experimental.callback import Callback
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 from rich.console import Console
 from rich.table import Table
 
-from srlab.utils.files import write_csv
+from srlab.utils.files import atomic_write_text, write_csv
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "sweep_summary.csv"
+JOB_STATUS_FILE = "job_status.json"
+# job_status.json `status` values: the job started and has not ended (or was killed), ended, raised.
+RUNNING, COMPLETED, FAILED = "running", "completed", "failed"
+
+
+def write_job_status(job_dir: str | Path, status: str, error: str | None = None) -> Path:
+    """`<job_dir>/job_status.json`: {status, error, time}, written atomically."""
+    record = {"status": status, "error": error, "time": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    return atomic_write_text(Path(job_dir) / JOB_STATUS_FILE, json.dumps(record, indent=2) + "\n")
+
+
+def read_job_status(job_dir: str | Path) -> dict[str, Any] | None:
+    """The job's status record, or None for a folder without one (a sweep from before it, a single run)."""
+    path = Path(job_dir) / JOB_STATUS_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        log.warning("%s: unreadable job status (%s)", path, err)
+        return None
+
+
+def describe_error(error: BaseException) -> str:
+    """One line: the exception's type and message (the full traceback is in the job's log)."""
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {text}" if text else type(error).__name__
 
 
 def parse_override(override: str) -> tuple[str, str]:
@@ -41,7 +78,13 @@ def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
         row[key] = value
     metrics_file = job_dir / "metrics.json"
     best = json.loads(metrics_file.read_text())["best"] if metrics_file.is_file() else None
-    row["status"] = "ok" if best else "no validation"
+    job_status = read_job_status(job_dir) or {}
+    if job_status.get("status") == FAILED:
+        row["status"] = f"failed: {job_status.get('error') or 'unknown error'}"
+    elif job_status.get("status") == RUNNING:
+        row["status"] = "not finished"  # killed or stopped on the way, or still running
+    else:
+        row["status"] = "ok" if best else "no validation"
     for key, value in (best or {}).items():
         row["best_step" if key == "step" else "best_epoch" if key == "epoch" else key] = value
     row["run_dir"] = job_dir.relative_to(sweep_dir).as_posix()
@@ -105,8 +148,30 @@ def _cell(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _multirun_job_dir(config: DictConfig) -> Path | None:
+    """This job's folder when it is a job of a multirun (single runs and DDP ranks > 0 run in RUN mode)."""
+    if OmegaConf.select(config, "hydra.mode") != RunMode.MULTIRUN:
+        return None
+    return Path(config.hydra.runtime.output_dir)
+
+
 class SweepSummary(Callback):
-    """Hydra callback: `write_sweep_summary(hydra.sweep.dir)` when a multirun ends."""
+    """Hydra callback: each job's `job_status.json`; `write_sweep_summary(hydra.sweep.dir)` when a multirun ends."""
+
+    def on_job_start(self, config: DictConfig, **kwargs: Any) -> None:
+        job_dir = _multirun_job_dir(config)
+        if job_dir is not None:
+            write_job_status(job_dir, RUNNING)
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        job_dir = _multirun_job_dir(config)
+        if job_dir is None:
+            return
+        if job_return.status == JobStatus.COMPLETED:
+            write_job_status(job_dir, COMPLETED)
+        else:
+            error = job_return._return_value  # the job's exception (the public getter raises it)
+            write_job_status(job_dir, FAILED, describe_error(error) if isinstance(error, BaseException) else None)
 
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         write_sweep_summary(config.hydra.sweep.dir)

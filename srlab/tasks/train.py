@@ -9,6 +9,7 @@ are caught first by `srlab.tasks.checks`.
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import os
@@ -28,6 +29,8 @@ from rich.console import Console
 from rich.table import Table
 
 from srlab.callbacks.interrupt import hand_over_stop
+from srlab.data.io import tensor_to_uint8, write_image
+from srlab.eval.figures import Panel, comparison_figure
 from srlab.eval.scoring import mean_scores, score_dataset
 from srlab.models.bicubic import Bicubic
 from srlab.module import SRModule
@@ -161,24 +164,59 @@ def summarise(module: SRModule, datamodule, output_dir: Path, console: Console |
     device = module.device
     module.eval()
     bicubic = Bicubic(module.scale)
-    rows = []
+    rows, pictures = [], []
     with torch.compiler.set_stance("force_eager"):
         for dataset in datamodule.eval_sets:
-            model_psnr, model_ssim = mean_scores(score_dataset(module.model, dataset, device))
-            bic_psnr, bic_ssim = mean_scores(score_dataset(bicubic, dataset, device))
+            first: dict[str, torch.Tensor] = {}  # each method's output for the set's first image: the picture
+            model_scores = score_dataset(module.model, dataset, device,
+                                         on_image=lambda i, sr, first=first: i or first.setdefault("model", sr.cpu()))
+            bic_scores = score_dataset(bicubic, dataset, device,
+                                       on_image=lambda i, sr, first=first: i or first.setdefault("bicubic", sr.cpu()))
+            (model_psnr, model_ssim), (bic_psnr, bic_ssim) = mean_scores(model_scores), mean_scores(bic_scores)
             rows.append({"dataset": dataset.name, "scale": module.scale, "images": len(dataset),
                          "model_psnr": model_psnr, "model_ssim": model_ssim,
                          "bicubic_psnr": bic_psnr, "bicubic_ssim": bic_ssim})
-    table = Table(title=f"x{module.scale} validation (PSNR dB / SSIM on Y, shave {module.scale})")
+            pictures.append(save_comparison(output_dir, dataset, first, model_scores[0].psnr, bic_scores[0].psnr))
+    described = model_description(module.hparams.get("model") or {}) or f"x{module.scale}"
+    table = Table(title=f"{described}: validation (PSNR dB / SSIM on Y, shave {module.scale})")
     for col in ("dataset", "images", "model", "bicubic", "gain (dB)"):
         table.add_column(col)
     for r in rows:
         gain = r["model_psnr"] - r["bicubic_psnr"]
         table.add_row(r["dataset"], str(r["images"]), f"{r['model_psnr']:.2f} / {r['model_ssim']:.4f}",
                       f"{r['bicubic_psnr']:.2f} / {r['bicubic_ssim']:.4f}", f"{gain:+.2f}")
-    (console or Console()).print(table)
+    console = console or Console()
+    console.print(table)
     write_csv(output_dir / "summary.csv", rows, list(rows[0]))
+    for path in [*pictures, output_dir / "learning_curve.png"]:  # the curve when a LearningCurve callback drew it
+        if path.is_file():
+            console.print(f"saved {path}")
     return rows
+
+
+def model_description(model_cfg: dict) -> str:
+    """'HDSRNet x2', plus each constructor argument set away from the class default, i.e. the paper's value
+    (srlab's models default to their papers'): 'HDSRNet x2, channels=32 (paper: 64)'."""
+    target = model_cfg.get("_target_")
+    if not target:
+        return ""
+    defaults = {name: p.default for name, p in inspect.signature(hydra.utils.get_class(target)).parameters.items()
+                if p.default is not inspect.Parameter.empty}
+    changed = [f"{key}={value} (paper: {defaults[key]})" for key, value in model_cfg.items()
+               if key in defaults and key != "scale" and value != defaults[key]]
+    return ", ".join([f"{target.rsplit('.', 1)[-1]} x{model_cfg.get('scale')}", *changed])
+
+
+def save_comparison(output_dir: Path, dataset, outputs: dict[str, torch.Tensor], model_psnr: float,
+                    bicubic_psnr: float) -> Path:
+    """comparison_<set>_<image>.png: the first image's most detailed square zoomed, HR | Bicubic | srlab (PSNR)."""
+    item = dataset[0]
+    panels = [Panel("Bicubic", tensor_to_uint8(outputs["bicubic"]), bicubic_psnr),
+              Panel("srlab", tensor_to_uint8(outputs["model"]), model_psnr)]
+    title = f"{dataset.name} {item['name']} x{dataset.scale}"
+    path = output_dir / f"comparison_{dataset.name}_{item['name']}.png"
+    write_image(path, comparison_figure(tensor_to_uint8(item["hr"]), panels, title=title))
+    return path
 
 
 def train(cfg: DictConfig) -> dict[str, float]:
