@@ -46,8 +46,8 @@ from torch import nn
 
 from srlab.models.common import DIV2K_RGB_MEAN, MeanShift, SubPixelUpsampler, conv3x3
 from srlab.models.hrn import dct_matrix
-from srlab.models.reference import listing, read_state_dict, rounded
-from srlab.scales import SUPPORTED_SCALES, check_scale
+from srlab.models.reference import check_key_layout, read_state_dict, rounded
+from srlab.scales import check_scale
 
 N_STAGES = 4  # fixed by the released code: b1..b8, fb1..fb4, c1..c8
 MEAN_SHIFT_SIGNS = {"sub_mean": -1, "add_mean": +1}
@@ -257,29 +257,13 @@ def guess_released_scale(state: Mapping[str, torch.Tensor], channels: int) -> in
 
 def check_released_layout(state: Mapping[str, torch.Tensor], model: HRNReference, source: str) -> None:
     """ValueError naming missing, unexpected and mis-shaped keys (and the file's likely scale)."""
-    expected = to_released_state_dict(model)
-    # PyTorch 0.4.0 (the released code's) did not save BatchNorm's num_batches_tracked.
-    missing = [k for k in expected if k not in state and not k.endswith(".num_batches_tracked")]
-    unexpected = [k for k in state if k not in expected]
-    mismatched = [
-        f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
-        for k, v in expected.items()
-        if k in state and state[k].shape != v.shape
-    ]
-    if not (missing or unexpected or mismatched):
-        return
-    lines = [f"{source} does not fit HRNReference(scale={model.scale}) in the released HRN layout:"]
-    for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
-        if keys:
-            lines.append(f"  {label}: {listing(keys)}")
-    file_scale = guess_released_scale(state, model.tail[1].in_channels)
-    if file_scale is not None and file_scale != model.scale:
-        lines.append(
-            f"  its upsampler (tail.0.*) is an x{file_scale} one but scale={model.scale} was requested;"
-            f" load it with scale={file_scale}"
-            + ("" if file_scale in SUPPORTED_SCALES else f" (srlab supports {list(SUPPORTED_SCALES)})")
-        )
-    raise ValueError("\n".join(lines))
+    check_key_layout(
+        state, to_released_state_dict(model),
+        f"{source} does not fit HRNReference(scale={model.scale}) in the released HRN layout:",
+        model.scale, guess_released_scale(state, model.tail[1].in_channels), "tail.0.*",
+        # PyTorch 0.4.0 (the released code's) did not save BatchNorm's num_batches_tracked.
+        optional_suffix=".num_batches_tracked",
+    )
 
 
 def check_released_mean_shift(state: Mapping[str, torch.Tensor], model: HRNReference, source: str) -> None:

@@ -132,10 +132,19 @@ def guess_scale(state: Mapping[str, torch.Tensor], channels: int) -> int | None:
     return None
 
 
-def check_layout(state: Mapping[str, torch.Tensor], model: HDSRNet, source: str) -> None:
-    """Raises ValueError naming missing, unexpected and mis-shaped keys (and the file's likely scale)."""
-    expected = to_reference_state_dict(model)
-    missing = [k for k in expected if k not in state]
+def check_key_layout(
+    state: Mapping[str, torch.Tensor],
+    expected: Mapping[str, torch.Tensor],
+    header: str,
+    scale: int,
+    file_scale: int | None,
+    upsampler_keys: str,
+    optional_suffix: str | None = None,
+) -> None:
+    """Raises ValueError under `header` naming missing, unexpected and mis-shaped keys, and the file's scale
+    (`file_scale`, read from its upsampler `upsampler_keys`) when it differs; keys ending in `optional_suffix`
+    may be absent from the file."""
+    missing = [k for k in expected if k not in state and not (optional_suffix and k.endswith(optional_suffix))]
     unexpected = [k for k in state if k not in expected]
     mismatched = [
         f"{k}: file {tuple(state[k].shape)} vs model {tuple(v.shape)}"
@@ -144,18 +153,26 @@ def check_layout(state: Mapping[str, torch.Tensor], model: HDSRNet, source: str)
     ]
     if not (missing or unexpected or mismatched):
         return
-    lines = [f"{source} does not fit HDSRNet(scale={model.scale}, variant={model.variant!r}) in the reference layout:"]
+    lines = [header]
     for label, keys in (("missing keys", missing), ("unexpected keys", unexpected), ("shape mismatches", mismatched)):
         if keys:
             lines.append(f"  {label}: {listing(keys)}")
-    file_scale = guess_scale(state, model.construct.to_rgb.in_channels)
-    if file_scale is not None and file_scale != model.scale:
+    if file_scale is not None and file_scale != scale:
         lines.append(
-            f"  its upsampler (upsample.up.body.*) is an x{file_scale} one but scale={model.scale} was requested;"
+            f"  its upsampler ({upsampler_keys}) is an x{file_scale} one but scale={scale} was requested;"
             f" load it with scale={file_scale}"
             + ("" if file_scale in SUPPORTED_SCALES else f" (srlab supports {list(SUPPORTED_SCALES)})")
         )
     raise ValueError("\n".join(lines))
+
+
+def check_layout(state: Mapping[str, torch.Tensor], model: HDSRNet, source: str) -> None:
+    """Raises ValueError naming missing, unexpected and mis-shaped keys (and the file's likely scale)."""
+    check_key_layout(
+        state, to_reference_state_dict(model),
+        f"{source} does not fit HDSRNet(scale={model.scale}, variant={model.variant!r}) in the reference layout:",
+        model.scale, guess_scale(state, model.construct.to_rgb.in_channels), "upsample.up.body.*",
+    )
 
 
 def rounded(tensor: torch.Tensor) -> list[float]:
