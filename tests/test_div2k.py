@@ -129,11 +129,12 @@ def as_uint8(t: torch.Tensor) -> np.ndarray:
     return t.numpy().transpose(1, 2, 0).astype(np.uint8)
 
 
-@pytest.mark.parametrize("augment", [False, True])
-def test_patches_are_aligned_and_augmented_identically(tmp_path: Path, augment: bool) -> None:
+@pytest.mark.parametrize(("augment", "permute_channels"), [(False, False), (True, False), (True, True)])
+def test_patches_are_aligned_and_augmented_identically(tmp_path: Path, augment: bool, permute_channels: bool) -> None:
     scale = 3
     root, _ = kron_pair_root(tmp_path, scale, (40, 50))
-    dm = module(root, scale=scale, patch_size=24, batch_size=4, steps_per_epoch=10, data_range=[1, 1], augment=augment)
+    dm = module(root, scale=scale, patch_size=24, batch_size=4, steps_per_epoch=10, data_range=[1, 1], augment=augment,
+                permute_channels=permute_channels)
     dm.setup("fit")
     torch.manual_seed(0)
     positions = set()
@@ -161,6 +162,32 @@ def test_augmentation_reaches_all_eight_orientations(tmp_path: Path) -> None:
     torch.manual_seed(0)
     seen = {as_uint8(item["lr"]).tobytes() for item in (dm.train_set[i] for i in range(80))}
     assert seen == set(dihedral(lr))
+
+
+def test_channel_permutation_reaches_all_six_orders_alike_on_lr_and_hr(tmp_path: Path) -> None:
+    # Each channel a constant of its own: an item's channel values say which order it got.
+    lr = np.broadcast_to(np.array([10, 120, 230], np.uint8), (12, 12, 3)).copy()
+    root = tmp_path / "DIV2K"
+    write_image(root / "DIV2K_train_HR" / "0001.png", np.kron(lr, np.ones((2, 2, 1), np.uint8)))
+    write_image(root / "DIV2K_train_LR_bicubic" / "X2" / "0001x2.png", lr)
+    orders = []
+    for permute_channels in (False, True):
+        dm = module(root, scale=2, patch_size=24, batch_size=8, steps_per_epoch=10, data_range=[1, 1],
+                    permute_channels=permute_channels)
+        dm.setup("fit")
+        items = [dm.train_set[i] for i in range(120)]
+        for item in items:
+            assert torch.equal(item["hr"][:, ::2, ::2], item["lr"])  # the same order on both images
+        orders.append({tuple(item["lr"][:, 0, 0].tolist()) for item in items})
+    assert orders[0] == {(10, 120, 230)}
+    assert len(orders[1]) == 6 and all(sorted(order) == [10, 120, 230] for order in orders[1])
+
+
+def test_channel_permutation_needs_the_augmentation(tmp_path: Path) -> None:
+    root, _ = kron_pair_root(tmp_path, 2, (12, 12))
+    with pytest.raises(ValueError, match=r"^permute_channels=true is part of the augmentation; it needs augment=true$"):
+        module(root, scale=2, patch_size=24, batch_size=8, steps_per_epoch=10, data_range=[1, 1], augment=False,
+               permute_channels=True)
 
 
 def test_epoch_is_steps_times_batch(tmp_path: Path, t91) -> None:

@@ -25,7 +25,7 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader
 
 from srlab.data.cache import DiskImage, ensure_cached
-from srlab.data.datasets import EvalDataset, ImagePair, PatchDataset, check_patch_size
+from srlab.data.datasets import EvalDataset, ImagePair, PatchDataset, check_augmentation, check_patch_size
 from srlab.data.imresize import bicubic_upscale
 from srlab.data.sampler import EvalShardSampler, StepSampler
 
@@ -52,6 +52,7 @@ class SRDataModule(L.LightningDataModule):
         steps_per_epoch: int,
         num_workers: int = 0,
         augment: bool = True,
+        permute_channels: bool = False,
         pin_memory: bool | None = None,
         pre_upsample: bool | None = None,
         luma: bool | None = None,
@@ -59,6 +60,7 @@ class SRDataModule(L.LightningDataModule):
         super().__init__()
         # Checked here, before any file is read, so a bad config fails at construction.
         check_patch_size(patch_size, scale)
+        check_augmentation(augment, permute_channels)
         for name, value in (("batch_size", batch_size), ("steps_per_epoch", steps_per_epoch)):
             if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
                 raise ValueError(f"{name}={value!r} must be an integer of at least 1")
@@ -68,6 +70,7 @@ class SRDataModule(L.LightningDataModule):
         self.steps_per_epoch = steps_per_epoch
         self.num_workers = num_workers
         self.augment = augment
+        self.permute_channels = permute_channels
         self.pin_memory = pin_memory  # None: pinned when training on CUDA (see train_dataloader)
         # None: as the trained model declares (`model_input`); a bool pins it (a data module used alone).
         self.pre_upsample = pre_upsample
@@ -142,7 +145,7 @@ class SRDataModule(L.LightningDataModule):
             # torch's seed is `seed` from the config (seed_everything), the same on every rank.
             self.train_set = PatchDataset(
                 pairs, self.scale, self.patch_size, self.steps_per_epoch * self.batch_size, self.augment,
-                seed=torch.initial_seed(), pre_upsample=pre_upsample, luma=luma,
+                seed=torch.initial_seed(), pre_upsample=pre_upsample, luma=luma, permute_channels=self.permute_channels,
             )
         if not self.eval_sets:
             self.eval_sets = [EvalDataset(name, pairs, self.scale) for name, pairs in self.load_eval_sets().items()]

@@ -78,15 +78,23 @@ def check_pair_sizes(pair: ImagePair, scale: int) -> None:
         )
 
 
-# Flips and 90° rotations, applied with the same random parameters to LR and HR.
-# Shape checks are off because LR and HR differ in size by design; these
-# transforms are size-independent.
-def paired_augmentation() -> A.Compose:
+# Flips and 90° rotations, applied with the same random parameters to LR and HR; optionally a random
+# order of the colour channels (RGB permutation: Yoo et al., "Rethinking Data Augmentation for Image
+# Super-resolution", CVPR 2020), which is exact for a pair because bicubic downscaling treats each
+# channel alone. Shape checks are off because LR and HR differ in size by design; these transforms
+# are size-independent.
+def paired_augmentation(permute_channels: bool = False) -> A.Compose:
     return A.Compose(
-        [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=1.0)],
+        [A.HorizontalFlip(p=0.5), A.VerticalFlip(p=0.5), A.RandomRotate90(p=1.0),
+         *([A.ChannelShuffle(p=1.0)] if permute_channels else [])],
         additional_targets={"hr": "image"},
         is_check_shapes=False,
     )
+
+
+def check_augmentation(augment: bool, permute_channels: bool) -> None:
+    if permute_channels and not augment:
+        raise ValueError("permute_channels=true is part of the augmentation; it needs augment=true")
 
 
 class PatchDataset(Dataset):
@@ -108,6 +116,7 @@ class PatchDataset(Dataset):
         seed: int = 0,
         pre_upsample: bool = False,
         luma: bool = False,
+        permute_channels: bool = False,
     ):
         if len(pairs) == 0:
             raise ValueError("PatchDataset needs at least one training image")
@@ -116,7 +125,8 @@ class PatchDataset(Dataset):
         self.scale = scale
         self.patch_size = patch_size
         self.samples_per_epoch = int(samples_per_epoch)
-        self.augment = paired_augmentation() if augment else None
+        check_augmentation(augment, permute_channels)
+        self.augment = paired_augmentation(permute_channels) if augment else None
         self.seed = int(seed)
         self.pre_upsample = bool(pre_upsample)
         self.luma = bool(luma)
