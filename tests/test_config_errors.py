@@ -175,10 +175,10 @@ class TestCheckpointPath:
         )
 
     def test_other_variant_and_width(self, x4_checkpoint):
-        overrides = ("model.scale=4", "model.variant=upper", "model.channels=32")
+        overrides = ("model.scale=4", "model.variant=upper", "model.channels=48")
         assert config_error(f"ckpt_path={x4_checkpoint}", *overrides) == (
             f"ckpt_path={x4_checkpoint} is for another model: model.variant='full' in the checkpoint vs 'upper' here; "
-            "model.channels=64 in the checkpoint vs 32 here (override model.* to match it)"
+            "model.channels=32 in the checkpoint vs 48 here (override model.* to match it)"
         )
 
     def test_other_model(self, x4_checkpoint):
