@@ -19,12 +19,18 @@ setup: $(VENV)/.installed
 demo: setup
 	$(BIN)/python train.py
 
+# The suite runs in TEST_WORKERS pytest-xdist processes, one test file per process at a time (module
+# fixtures are built once), each torch on one thread: the tests' tensors are small, and the DDP tests
+# start ranks of their own, so more threads would only compete for the cores.
+TEST_WORKERS ?= 2
+PYTEST := OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
+
 test: lint
-	$(BIN)/python -m pytest -q
+	$(PYTEST)
 
 # The everyday loop: lint and every test not marked slow (the end-to-end runs; `make test` adds them).
 test-fast: lint
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(PYTEST) -m "not slow"
 
 lint: setup
 	$(BIN)/ruff check .
