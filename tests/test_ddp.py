@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import re
+import socket
+import subprocess
+import sys
 
 import lightning as L
 import pytest
@@ -11,7 +14,7 @@ from hydra import compose, initialize_config_dir
 from srlab.data.sample import SAMPLE_VAL, SampleDataModule
 from srlab.data.sampler import StepSampler
 from srlab.module import SRModule
-from tests.train_runs import REPO, SMOKE, checkpoint, logged, read_csv, run_train
+from tests.train_runs import REPO, SMOKE, checkpoint, logged, read_csv, run_train, train_env
 
 # Three validation images on two ranks: rank 0 scores images 0 and 2, rank 1 image 1 (uneven shards).
 # coins.png is stored grey, so the grey scoring path is sharded too.
@@ -89,6 +92,24 @@ def test_two_process_ddp_single_run_has_one_folder(tmp_path):
     assert (run_dir / ".hydra" / "config.yaml").is_file() and (run_dir / "train_ddp_process_1.log").is_file()
     assert checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2
     assert (run_dir / "metrics.json").is_file()
+
+
+@pytest.mark.slow
+def test_ranks_started_by_torchrun_close_their_process_group_and_exit_cleanly(tmp_path):
+    """torchrun starts both ranks (Lightning starts none): each closes its group before exiting (exit 0)."""
+    with socket.socket() as probe:  # a free port for the rendezvous
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    run_dir = tmp_path / "run"
+    done = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "train.py",
+         "trainer=ddp_cpu", *SMOKE, f"hydra.run.dir={run_dir}"],
+        cwd=REPO, env={**train_env(tmp_path), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=400,
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    closed = "DDP: closed the process group (ranks started by TorchElasticEnvironment)"
+    assert (done.stdout + done.stderr).count(closed) == 2, done.stderr[-3000:]
+    assert checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2
 
 
 @pytest.mark.slow

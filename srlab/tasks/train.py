@@ -22,6 +22,7 @@ import hydra
 import lightning as L
 import torch
 from hydra.core.hydra_config import HydraConfig
+from lightning.fabric.plugins.environments import LightningEnvironment
 from lightning.pytorch.strategies.launchers import _SubprocessScriptLauncher
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 from omegaconf import DictConfig, OmegaConf, read_write
@@ -237,6 +238,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
     loggers = instantiate_loggers(cfg, output_dir)
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     keep_ddp_children_in_job(trainer)
+    note_cluster_environment(trainer)
     env_before_job = launcher_env()
 
     failed = True
@@ -261,6 +263,38 @@ def train(cfg: DictConfig) -> dict[str, float]:
         finish_wandb(failed)
         end_ddp_job(trainer, env_before_job, failed)
     return metrics
+
+
+def close_external_process_group() -> None:
+    """Closes the process group at the end of a process whose ranks were started outside Lightning (torchrun, srun).
+
+    Such ranks keep their group between the jobs of a multirun (`end_ddp_job`), so it is still open
+    when the last job ends. PyTorch asks every distributed program to close it before exiting: left
+    to the interpreter's shutdown, gloo's destructor can abort the process ("terminate called without
+    an active exception", exit -6) when a peer has already gone, and a scheduler then records a run that
+    finished as failed. Every rank passed fit's last collective, so each closes its own end without
+    waiting for the others. Ranks that Lightning started here (`LightningEnvironment`) are left alone:
+    their parent closes its group once they have exited.
+    """
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return
+    if _external_environment is None:
+        return
+    torch.distributed.destroy_process_group()
+    log.info("DDP: closed the process group (ranks started by %s)", type(_external_environment).__name__)
+
+
+def note_cluster_environment(trainer: L.Trainer) -> None:
+    """Remembers whether this process's ranks were started outside Lightning, for `close_external_process_group`."""
+    global _external_environment
+    environment = getattr(trainer.strategy, "cluster_environment", None)
+    external = (environment is not None and environment.creates_processes_externally
+                and not isinstance(environment, LightningEnvironment))
+    _external_environment = environment if external else None
+
+
+#: The cluster environment (torchrun, SLURM, ...) that started this process's rank, if not Lightning.
+_external_environment = None
 
 
 def main_metric(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
