@@ -9,19 +9,14 @@ import hydra
 from omegaconf import DictConfig
 
 from srlab.tasks.evaluate import run_eval_cli
-from srlab.tasks.train import close_external_process_group, main_metric, train
+from srlab.tasks.train import main_metric, train
 
 CONFIGS = "pkg://srlab.configs"
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="train")
-def _train_main(cfg: DictConfig) -> float | None:
+def train_main(cfg: DictConfig) -> float | None:
     return main_metric(cfg, train(cfg))
-
-
-def train_main() -> None:
-    _train_main()
-    close_external_process_group()  # after the last job of a multirun too (ranks keep their group between jobs)
 
 
 @hydra.main(version_base="1.3", config_path=CONFIGS, config_name="eval")

@@ -95,21 +95,25 @@ def test_two_process_ddp_single_run_has_one_folder(tmp_path):
 
 
 @pytest.mark.slow
-def test_ranks_started_by_torchrun_close_their_process_group_and_exit_cleanly(tmp_path):
-    """torchrun starts both ranks (Lightning starts none): each closes its group before exiting (exit 0)."""
+def test_ranks_started_by_torchrun_run_a_multirun_then_close_their_process_group(tmp_path):
+    """torchrun starts both ranks (Lightning starts none). They run both jobs of a multirun in one process
+    group and close it once, when the process ends, so each exits 0."""
     with socket.socket() as probe:  # a free port for the rendezvous
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    run_dir = tmp_path / "run"
+    sweep = tmp_path / "sweep"
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", f"--master_port={port}", "train.py",
-         "trainer=ddp_cpu", *SMOKE, f"hydra.run.dir={run_dir}"],
+         "-m", "trainer=ddp_cpu", *SMOKE, "seed=1,2", f"hydra.sweep.dir={sweep}"],
         cwd=REPO, env={**train_env(tmp_path), "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=400,
     )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     closed = "DDP: closed the process group (ranks started by TorchElasticEnvironment)"
-    assert (done.stdout + done.stderr).count(closed) == 2, done.stderr[-3000:]
-    assert checkpoint(run_dir / "checkpoints" / "last.ckpt")["global_step"] == 2
+    assert (done.stdout + done.stderr).count(closed) == 2, done.stderr[-3000:]  # once per rank, after both jobs
+    rows = read_csv(sweep / "sweep_summary.csv")
+    assert [(row["seed"], row["status"]) for row in rows] == [("1", "ok"), ("2", "ok")]
+    for row in rows:
+        assert checkpoint(sweep / row["run_dir"] / "checkpoints" / "last.ckpt")["global_step"] == 2
 
 
 @pytest.mark.slow

@@ -9,6 +9,7 @@ are caught first by `srlab.tasks.checks`.
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import json
 import logging
@@ -272,9 +273,9 @@ def close_external_process_group() -> None:
     when the last job ends. PyTorch asks every distributed program to close it before exiting: left
     to the interpreter's shutdown, gloo's destructor can abort the process ("terminate called without
     an active exception", exit -6) when a peer has already gone, and a scheduler then records a run that
-    finished as failed. Every rank passed fit's last collective, so each closes its own end without
-    waiting for the others. Ranks that Lightning started here (`LightningEnvironment`) are left alone:
-    their parent closes its group once they have exited.
+    finished as failed. Registered with `atexit`; each rank closes its own end without waiting for the
+    others (a barrier could hang on a rank that failed). Ranks that Lightning started here
+    (`LightningEnvironment`) are left alone: their parent closes its group once they have exited.
     """
     if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
         return
@@ -290,6 +291,10 @@ def note_cluster_environment(trainer: L.Trainer) -> None:
     environment = getattr(trainer.strategy, "cluster_environment", None)
     external = (environment is not None and environment.creates_processes_externally
                 and not isinstance(environment, LightningEnvironment))
+    if external and _external_environment is None:
+        # At exit, not at the end of this job: the same ranks may run the next job of a multirun, and
+        # a job run by hydra-submitit-launcher returns to submitit, not to train.py, before the process ends.
+        atexit.register(close_external_process_group)
     _external_environment = environment if external else None
 
 
