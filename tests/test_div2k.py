@@ -27,6 +27,7 @@ from srlab.data.io import list_images, read_image, write_image
 from srlab.data.sample import SampleDataModule
 from srlab.module import SRModule
 from tests.conftest import require_shared_data
+from tests.train_runs import write_div2k
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -37,17 +38,6 @@ SHARED_BENCHMARK = SHARED_DATA / "benchmark"
 def t91() -> list[np.ndarray]:
     folder = require_shared_data("train/T91/HR")
     return [read_image(p) for p in list_images(folder)[:6]]
-
-
-def write_div2k(root: Path, images: dict[int, np.ndarray], scale: int | None, valid_from: int = 801) -> Path:
-    """DIV2K layout: numbers < valid_from go to train, the rest to valid; LR files when `scale` is given."""
-    for number, hr in images.items():
-        split = "train" if number < valid_from else "valid"
-        write_image(root / f"DIV2K_{split}_HR" / f"{number:04d}.png", hr)
-        if scale is not None:
-            lr = bicubic_downscale(modcrop(hr, scale), scale)
-            write_image(root / f"DIV2K_{split}_LR_bicubic" / f"X{scale}" / f"{number:04d}x{scale}.png", lr)
-    return root
 
 
 def module(root: Path, **kwargs) -> DIV2KDataModule:

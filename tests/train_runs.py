@@ -41,15 +41,22 @@ def random_photo(rng: np.random.Generator, height: int, width: int) -> np.ndarra
     return np.clip(smooth + rng.normal(0, 8, smooth.shape), 0, 255).astype(np.uint8)
 
 
-def write_div2k_layout(root: Path, numbers: range, scale: int, size: tuple[int, int] = (48, 60), seed: int = 0) -> Path:
-    """DIV2K's folders (`DIV2K_train_HR/0001.png`, `DIV2K_train_LR_bicubic/X{s}/0001x{s}.png`) of generated images."""
-    rng = np.random.default_rng(seed)
-    for number in numbers:
-        hr = random_photo(rng, *size)
-        write_image(root / "DIV2K_train_HR" / f"{number:04d}.png", hr)
-        lr = bicubic_downscale(modcrop(hr, scale), scale)
-        write_image(root / "DIV2K_train_LR_bicubic" / f"X{scale}" / f"{number:04d}x{scale}.png", lr)
+def write_div2k(root: Path, images: dict[int, np.ndarray], scale: int | None, valid_from: int = 801) -> Path:
+    """DIV2K layout: numbers < valid_from go to train, the rest to valid; LR files when `scale` is given."""
+    for number, hr in images.items():
+        split = "train" if number < valid_from else "valid"
+        write_image(root / f"DIV2K_{split}_HR" / f"{number:04d}.png", hr)
+        if scale is not None:
+            lr = bicubic_downscale(modcrop(hr, scale), scale)
+            write_image(root / f"DIV2K_{split}_LR_bicubic" / f"X{scale}" / f"{number:04d}x{scale}.png", lr)
     return root
+
+
+def write_div2k_layout(root: Path, numbers: range, scale: int, size: tuple[int, int] = (48, 60), seed: int = 0) -> Path:
+    """DIV2K's training folders (`DIV2K_train_HR/0001.png`, `DIV2K_train_LR_bicubic/X{s}/0001x{s}.png`) of
+    generated images."""
+    rng = np.random.default_rng(seed)
+    return write_div2k(root, {number: random_photo(rng, *size) for number in numbers}, scale)
 
 
 def write_hr_set(folder: Path, stems: tuple[str, ...], size: tuple[int, int], seed: int = 0) -> Path:
