@@ -57,6 +57,11 @@ def read_job_status(job_dir: str | Path) -> dict[str, Any] | None:
         return None
 
 
+def failure_text(error: str | None) -> str:
+    """How a failed job is named wherever a run is listed: 'failed: <its error>' (job_status.json's `error`)."""
+    return f"failed: {error or 'unknown error'}"
+
+
 def describe_error(error: BaseException) -> str:
     """One line: the exception's type and message (the full traceback is in the job's log)."""
     text = " ".join(str(error).split())
@@ -80,7 +85,7 @@ def job_row(job_dir: Path, sweep_dir: Path) -> dict[str, Any]:
     best = json.loads(metrics_file.read_text())["best"] if metrics_file.is_file() else None
     job_status = read_job_status(job_dir) or {}
     if job_status.get("status") == FAILED:
-        row["status"] = f"failed: {job_status.get('error') or 'unknown error'}"
+        row["status"] = failure_text(job_status.get("error"))
     elif job_status.get("status") == RUNNING:
         row["status"] = "not finished"  # killed or stopped on the way, or still running
     else:

@@ -27,7 +27,7 @@ from typing import NamedTuple
 
 from omegaconf import OmegaConf
 
-from srlab.callbacks.sweep_summary import FAILED, RUNNING, read_job_status
+from srlab.callbacks.sweep_summary import FAILED, RUNNING, failure_text, read_job_status
 from srlab.data.benchmark import canonical_benchmark
 from srlab.eval.paper import dataset_table, load_paper_tables, roman_numeral, table1_rows
 from srlab.scales import SUPPORTED_SCALES
@@ -245,7 +245,7 @@ def scan_table1(sweep_dir: str | os.PathLike, scale: int | None = None) -> tuple
             continue
         status = read_job_status(run_dir) or {}
         if status.get("status") == FAILED:
-            left_out.append(LeftOut(run_dir.name, variant, f"failed: {status.get('error') or 'unknown error'}"))
+            left_out.append(LeftOut(run_dir.name, variant, failure_text(status.get("error"))))
             continue
         if status.get("status") == RUNNING:
             left_out.append(LeftOut(run_dir.name, variant, "not finished (killed, stopped or still running)"))

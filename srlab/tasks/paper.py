@@ -40,8 +40,8 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.core.utils import JobReturn, JobStatus
 from omegaconf import DictConfig, OmegaConf
 
-from srlab.callbacks.sweep_summary import COMPLETED, FAILED, RUNNING, SweepSummary, read_job_status
-from srlab.data.benchmark import canonical_benchmark
+from srlab.callbacks.sweep_summary import COMPLETED, FAILED, RUNNING, SweepSummary, failure_text, read_job_status
+from srlab.data.benchmark import BENCHMARK_SETS, canonical_benchmark
 from srlab.eval.report import Table, failed_runs_note, save_table, to_markdown
 from srlab.utils.files import atomic_write_text
 
@@ -74,7 +74,7 @@ class PaperRun:
     def problem(self) -> str | None:
         """Why this run is not in the report, or None when it is."""
         if self.status == FAILED:
-            return f"failed: {self.error or 'unknown error'}"
+            return failure_text(self.error)
         if self.status == RUNNING:
             return "not finished (killed, stopped or still running; rerun the command to resume it)"
         if self.best_checkpoint is None:
@@ -209,7 +209,7 @@ class PaperReport(SweepSummary):
     """
 
     def __init__(self, report: str = "paper", debug_report: str = "paper_quick",
-                 datasets: list[str] | tuple[str, ...] = ("Set5", "Set14", "B100", "Urban100"),
+                 datasets: list[str] | tuple[str, ...] = BENCHMARK_SETS,
                  benchmark_root: str | None = None, device: str = "auto", eval_overrides: list[str] | None = None):
         self.settings = {"report": report, "debug_report": debug_report, "datasets": list(datasets),
                          "benchmark_root": benchmark_root, "device": device,
@@ -250,7 +250,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="more eval.py overrides, e.g. tile=200")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    settings = {"report": args.report, "datasets": ["Set5", "Set14", "B100", "Urban100"],
+    settings = {"report": args.report, "datasets": list(BENCHMARK_SETS),
                 "benchmark_root": args.benchmark_root, "device": args.device, "eval_overrides": args.overrides}
     problems = render_paper_report(args.sweep_dir, settings)
     for problem in problems:
